@@ -1,0 +1,207 @@
+"""Typed pipeline configuration: one `PipelineConfig`, loaded from YAML plus CLI overrides."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.yaml"
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names each bad field and value."""
+
+
+class _Section(BaseModel):
+    # Frozen so a step cannot quietly change settings another step relies on; extra keys are typos.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GeneratorConfig(_Section):
+    users: int = Field(2_000, gt=0, description="number of simulated users")
+    items: int = Field(3_000, gt=0, description="number of items in the catalogue")
+    categories: int = Field(40, ge=4, description="item categories; long-term interests are drawn from these")
+    brands: int = Field(200, gt=0, description="item brands")
+    days: int = Field(30, gt=0, description="days of logs to simulate")
+    seed: int = Field(7, description="one seed fixes every random draw")
+    start: str = Field("2026-01-01", description="UTC date the simulated logs start on")
+    sessions_per_day: float = Field(1.2, gt=0, description="mean sessions per user per day (heavy-tailed)")
+    slate_size: int = Field(10, gt=0, le=100, description="impressions per ranking request")
+    long_term_interests: int = Field(3, ge=1, description="stable long-term categories per user")
+
+
+class IngestConfig(_Section):
+    runner: str = Field(
+        "FnApiRunner",
+        description="Beam runner; the in-process FnApiRunner never downloads anything",
+    )
+    runner_options: list[str] = Field(
+        default_factory=list, description="extra Beam pipeline options, e.g. --flink_master=host:8081"
+    )
+    session_gap_minutes: float = Field(30.0, gt=0, description="inactivity gap that closes a session")
+    attribution_window_minutes: float = Field(
+        30.0, gt=0, description="a click without request_id credits an impression this recent"
+    )
+    valid_fraction: float = Field(0.1, gt=0, lt=0.5, description="last share of the time range before test")
+    test_fraction: float = Field(0.1, gt=0, lt=0.5, description="last share of the time range")
+    max_rejected_share: float = Field(
+        0.05, ge=0, le=1, description="fail the run when more than this share of records is rejected"
+    )
+
+    @model_validator(mode="after")
+    def _splits_leave_training_data(self) -> IngestConfig:
+        if self.valid_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                f"valid_fraction + test_fraction = {self.valid_fraction + self.test_fraction} "
+                "leaves under 10% of the time range for training"
+            )
+        return self
+
+
+class ValidateConfig(_Section):
+    min_label_rate: float = Field(0.005, ge=0, le=1, description="a lower click rate means broken labels")
+    max_label_rate: float = Field(0.6, ge=0, le=1, description="a higher click rate means broken labels")
+    max_null_rate: float = Field(0.0, ge=0, le=1, description="tolerated nulls in required columns")
+    min_examples: int = Field(100, ge=1, description="fewer examples cannot train anything")
+
+
+class FeatureConfig(_Section):
+    project: str = Field("seqrank", pattern=r"^[a-zA-Z0-9_]+$", description="Feast project (no hyphens)")
+    max_sequence_length: int = Field(1_000, gt=0, description="latest behaviors kept online per user")
+    category_k: int = Field(200, gt=0, description="latest behaviors kept per (user, category)")
+    materialize_chunk_users: int = Field(50_000, gt=0, description="users per materialization chunk")
+
+
+class ModelConfig(_Section):
+    name: str = Field("din", description="model registry name")
+    embedding_dim: int = Field(16, gt=0, le=512)
+    seq_len: int = Field(50, gt=0, description="short-term history window the model attends over")
+    attention_hidden: list[int] = Field(default_factory=lambda: [80, 40])
+    mlp_hidden: list[int] = Field(default_factory=lambda: [200, 80])
+
+    @model_validator(mode="after")
+    def _positive_layers(self) -> ModelConfig:
+        for field in ("attention_hidden", "mlp_hidden"):
+            sizes = getattr(self, field)
+            if not sizes or any(s <= 0 for s in sizes):
+                raise ValueError(f"{field} = {sizes}: needs at least one layer, every size > 0")
+        return self
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(3, gt=0)
+    batch_size: int = Field(1024, gt=0)
+    lr: float = Field(2e-3, gt=0, lt=1)
+    embedding_l2: float = Field(1e-6, ge=0, description="mini-batch aware L2 on the embedding rows used")
+    patience: int = Field(1, ge=0, description="epochs without validation GAUC gain before stopping")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = Field(False, description="wrap the model in torch.compile")
+    seed: int = 0
+    experiment: str = Field("seqrank", min_length=1, description="MLflow experiment name")
+    registered_model: str = Field("seqrank-ranker", min_length=1, description="MLflow registered model")
+
+
+class GateConfig(_Section):
+    metric: Literal["auc", "gauc"] = "auc"
+    min_delta: float = Field(0.0, ge=0, description="challenger must beat the champion by at least this")
+    floor: float = Field(0.6, ge=0, le=1, description="the first model is promoted only above this")
+
+
+class ServeConfig(_Section):
+    host: str = Field("127.0.0.1", description="bind address; loopback unless told otherwise")
+    port: int = Field(8700, gt=0, lt=65536)
+    max_candidates: int = Field(1_000, gt=0, description="requests with more candidates get 413")
+    max_body_bytes: int = Field(1_000_000, gt=0)
+
+
+class PipelineConfig(_Section):
+    state_dir: Path = Field(Path(".seqrank"), description="all local state lives here, never in $HOME")
+    input: list[str] = Field(
+        default_factory=list,
+        description="raw log files or globs; empty means generate logs with `generator` first",
+    )
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict, keyed as in the YAML file."""
+        return json.loads(self.model_dump_json(by_alias=True))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn `section.field=value` strings into a nested dict; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected section.field=value")
+        _set_path(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "<root>"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) else f" = {value!r}"
+        lines.append(f"  {field}{shown}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def from_dict(data: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load `path` (the packaged default when None), apply overrides, validate everything at once."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+    data = _merge(data, parse_overrides(overrides or []))
+    return from_dict(data, str(path))

@@ -1,0 +1,64 @@
+"""Where local state lives: everything under one state directory (default `.seqrank/`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """Every path a step reads or writes under the state directory; creates nothing by itself."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).resolve())
+
+    @property
+    def raw(self) -> Path:
+        """Generated raw logs (when no input is given)."""
+        return self.root / "raw"
+
+    @property
+    def runs(self) -> Path:
+        """Per pipeline run outputs: runs/<run_id>/{ingest,...}."""
+        return self.root / "runs"
+
+    @property
+    def vocab(self) -> Path:
+        """The append-only vocab shared by every run, so ids keep their index."""
+        return self.root / "vocab"
+
+    @property
+    def kfp_root(self) -> Path:
+        return self.root / "kfp"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def feast(self) -> Path:
+        """Feast repo config, registry and SQLite online store."""
+        return self.root / "feast"
+
+    @property
+    def serving(self) -> Path:
+        """Exported serving bundles; `champion/` is what the service loads."""
+        return self.root / "serving"
+
+    @property
+    def champion_bundle(self) -> Path:
+        return self.serving / "champion"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs / run_id
