@@ -1,1 +1,60 @@
-"""models package."""
+"""Model registry, and saving/loading models as safetensors weights + JSON spec (never pickle)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from training.models.base import Batch, CtrModel, ModelSpec
+
+MODELS: dict[str, type[CtrModel]] = {}
+
+WEIGHTS_FILE = "model.safetensors"
+SPEC_FILE = "model.json"
+
+
+def register(name: str):
+    """Class decorator adding a model to `MODELS` under `name`."""
+
+    def wrap(cls: type[CtrModel]) -> type[CtrModel]:
+        if name in MODELS:
+            raise ValueError(f"model name {name!r} registered twice ({MODELS[name].__name__}, {cls.__name__})")
+        MODELS[name] = cls
+        return cls
+
+    return wrap
+
+
+def _load_zoo() -> None:
+    # Importing the model modules fills MODELS; done lazily so `import training.models` stays light.
+    from training.models import din, emb_mlp  # noqa: F401
+
+
+def build_model(spec: ModelSpec) -> CtrModel:
+    _load_zoo()
+    if spec.name not in MODELS:
+        raise ValueError(f"unknown model {spec.name!r}; valid names: {', '.join(sorted(MODELS))}")
+    return MODELS[spec.name](spec)
+
+
+def save_model(model: CtrModel, path: Path | str) -> None:
+    """Write `model.safetensors` and `model.json` into directory `path`."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path / WEIGHTS_FILE))
+    (path / SPEC_FILE).write_text(json.dumps(model.spec.to_dict(), indent=2, sort_keys=True))
+
+
+def load_model(path: Path | str, device: str = "cpu") -> CtrModel:
+    """Rebuild a model from a directory written by `save_model`, in eval mode."""
+    path = Path(path)
+    spec = ModelSpec.from_dict(json.loads((path / SPEC_FILE).read_text()))
+    model = build_model(spec)
+    model.load_state_dict(load_file(str(path / WEIGHTS_FILE), device=device))
+    return model.to(device).eval()
+
+
+__all__ = ["MODELS", "Batch", "CtrModel", "ModelSpec", "build_model", "load_model", "register", "save_model"]
