@@ -1,1 +1,1 @@
-"""deploy package."""
+"""Deploy step: MLflow registry alias and the serving bundle export."""

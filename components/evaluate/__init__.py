@@ -1,1 +1,1 @@
-"""evaluate package."""
+"""Evaluate step: the champion/challenger gate."""

@@ -1,1 +1,5 @@
-"""validate package."""
+"""Validation step: Great Expectations suites over the ingest outputs."""
+
+from components.validate.core import Failure, ValidationFailed, run
+
+__all__ = ["Failure", "ValidationFailed", "run"]

@@ -1,0 +1,155 @@
+"""The validation step: run the GX suites on an ingest output and stop the pipeline on failure."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import great_expectations as gx
+import pandas as pd
+from great_expectations.data_context.types.base import ProgressBarsConfig
+
+from components.validate import suites
+from seqrank.config import ValidateConfig
+from seqrank.schema import BEHAVIORS, EXAMPLES
+from seqrank.storage import read_table, write_json
+
+log = logging.getLogger(__name__)
+
+_BOUND_KEYS = ("min_value", "max_value", "value_set", "mostly")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed expectation, with what was observed and the bound it broke."""
+
+    suite: str
+    expectation: str
+    column: str | None
+    observed: Any
+    bound: dict[str, Any]
+
+    def describe(self) -> str:
+        where = f" on column {self.column!r}" if self.column else ""
+        bound = ", ".join(f"{k}={v}" for k, v in self.bound.items()) or "-"
+        return f"[{self.suite}] {self.expectation}{where}: observed {self.observed}, bound {bound}"
+
+
+class ValidationFailed(RuntimeError):
+    """Raised when a suite fails; the message lists every failed expectation."""
+
+    def __init__(self, failures: list[Failure], docs: Path | None) -> None:
+        self.failures = failures
+        lines = [f"data validation failed: {len(failures)} expectation(s)"]
+        lines += [f"  - {f.describe()}" for f in failures]
+        if docs is not None:
+            lines.append(f"  Data Docs: {docs}")
+        super().__init__("\n".join(lines))
+
+
+def _observed(result: Any) -> Any:
+    res = result.result or {}
+    if "observed_value" in res:
+        return res["observed_value"]
+    if "unexpected_count" in res:
+        sample = res.get("partial_unexpected_list", [])[:5]
+        return f"{res['unexpected_count']} unexpected (e.g. {sample})"
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        return result.exception_info.get("exception_message", "error")
+    return "not met"
+
+
+def _failures(suite_name: str, validation: Any) -> list[Failure]:
+    failed = []
+    for r in validation.results:
+        if r.success:
+            continue
+        kwargs = dict(r.expectation_config.kwargs)
+        failed.append(
+            Failure(
+                suite=suite_name,
+                expectation=r.expectation_config.type,
+                column=kwargs.get("column"),
+                observed=_observed(r),
+                bound={k: kwargs[k] for k in _BOUND_KEYS if kwargs.get(k) is not None},
+            )
+        )
+    return failed
+
+
+def _context(docs_dir: Path | None) -> Any:
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    if docs_dir is not None:
+        context.add_data_docs_site(
+            site_name="seqrank",
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs_dir),
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+    return context
+
+
+def validate_frames(
+    frames: dict[str, tuple[pd.DataFrame, gx.ExpectationSuite]], docs_dir: Path | None = None
+) -> list[Failure]:
+    """Run each (frame, suite) through a GX checkpoint; write Data Docs when `docs_dir` is given."""
+    context = _context(docs_dir)
+    source = context.data_sources.add_pandas("seqrank")
+    failures: list[Failure] = []
+    for name, (frame, suite) in frames.items():
+        batch = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("all")
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch, suite=context.suites.add(suite))
+        )
+        actions = (
+            [gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["seqrank"])] if docs_dir else []
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(name=f"{name}-checkpoint", validation_definitions=[definition], actions=actions)
+        )
+        result = checkpoint.run(batch_parameters={"dataframe": frame})
+        for validation in result.run_results.values():
+            failures += _failures(name, validation)
+    return failures
+
+
+def run(data_dir: Path, cfg: ValidateConfig, docs_dir: Path | None = None) -> dict[str, Any]:
+    """Validate examples and behaviors of an ingest output; raise `ValidationFailed` on any failure."""
+    start = time.perf_counter()
+    data_dir = Path(data_dir)
+    examples = read_table(data_dir / "examples")
+    behaviors = read_table(data_dir / "behaviors")
+    missing = [n for n in BEHAVIORS.names if n not in behaviors.column_names]
+    if missing:
+        # Without these columns the derived frame cannot even be built; report like any expectation.
+        failures = [Failure("behaviors", "expect_column_to_exist", c, "missing", {}) for c in missing]
+        raise ValidationFailed(failures, None)
+    frames = {
+        "examples": (suites.examples_frame(examples, behaviors), suites.examples_suite(cfg)),
+        "behaviors": (suites.behaviors_frame(behaviors), suites.behaviors_suite(cfg)),
+    }
+    failures = validate_frames(frames, docs_dir)
+    docs_index = docs_dir / "index.html" if docs_dir else None
+    report = {
+        "success": not failures,
+        "failures": [f.describe() for f in failures],
+        "rows": {"examples": examples.num_rows, "behaviors": behaviors.num_rows},
+        "columns_checked": sorted(set(EXAMPLES.names) | set(BEHAVIORS.names)),
+        "seconds": round(time.perf_counter() - start, 3),
+        "data_docs": str(docs_index) if docs_index else None,
+    }
+    if docs_dir is not None:
+        write_json(Path(docs_dir) / "report.json", report)
+    if failures:
+        raise ValidationFailed(failures, docs_index)
+    log.info("validation passed in %.1fs (%d examples)", report["seconds"], examples.num_rows)
+    return report
