@@ -67,8 +67,11 @@ def read_table(path: Path | str, schema: pa.Schema | None = None) -> pa.Table:
 
 
 def write_table(table: pa.Table, path: Path, schema: pa.Schema | None = None) -> None:
+    """Write one Parquet file; with `schema`, select its columns and cast (safely) to its types."""
     if schema is not None:
-        check_schema(table, schema, str(path))
+        missing = [name for name in schema.names if name not in table.column_names]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}")
         table = table.select(schema.names).cast(schema)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,16 +100,19 @@ def _context(docs_dir: Path | None) -> Any:
 
 
 def validate_frames(
-    frames: dict[str, tuple[pd.DataFrame, gx.ExpectationSuite]], docs_dir: Path | None = None
+    frames: dict[str, tuple[pd.DataFrame, Callable[[], gx.ExpectationSuite]]], docs_dir: Path | None = None
 ) -> list[Failure]:
-    """Run each (frame, suite) through a GX checkpoint; write Data Docs when `docs_dir` is given."""
+    """Run each (frame, suite) through a GX checkpoint; write Data Docs when `docs_dir` is given.
+
+    Suites come as factories because GX only builds them once a context is active.
+    """
     context = _context(docs_dir)
     source = context.data_sources.add_pandas("seqrank")
     failures: list[Failure] = []
     for name, (frame, suite) in frames.items():
         batch = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("all")
         definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=name, data=batch, suite=context.suites.add(suite))
+            gx.ValidationDefinition(name=name, data=batch, suite=context.suites.add(suite()))
         )
         actions = (
             [gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["seqrank"])] if docs_dir else []
@@ -134,8 +138,8 @@ def run(data_dir: Path, cfg: ValidateConfig, docs_dir: Path | None = None) -> di
         failures = [Failure("behaviors", "expect_column_to_exist", c, "missing", {}) for c in missing]
         raise ValidationFailed(failures, None)
     frames = {
-        "examples": (suites.examples_frame(examples, behaviors), suites.examples_suite(cfg)),
-        "behaviors": (suites.behaviors_frame(behaviors), suites.behaviors_suite(cfg)),
+        "examples": (suites.examples_frame(examples, behaviors), lambda: suites.examples_suite(cfg)),
+        "behaviors": (suites.behaviors_frame(behaviors), lambda: suites.behaviors_suite(cfg)),
     }
     failures = validate_frames(frames, docs_dir)
     docs_index = docs_dir / "index.html" if docs_dir else None

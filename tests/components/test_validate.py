@@ -1,0 +1,82 @@
+"""The validation step passes clean data and stops on planted anomalies, naming each one."""
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from components import validate
+from seqrank.config import ValidateConfig
+from tests.synthetic import write_ingest_dir
+
+CFG = ValidateConfig(min_examples=10)
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return write_ingest_dir(tmp_path / "ingest")
+
+
+def _rewrite(path: Path, fn) -> None:
+    part = next(path.glob("*.parquet"))
+    pq.write_table(fn(pq.read_table(part)), part)
+
+
+def test_clean_data_passes_and_writes_data_docs(data: Path, tmp_path: Path) -> None:
+    report = validate.run(data, CFG, docs_dir=tmp_path / "docs")
+    assert report["success"]
+    assert report["rows"]["examples"] > 100
+    assert (tmp_path / "docs" / "index.html").exists()
+    assert (tmp_path / "docs" / "report.json").exists()
+
+
+def test_all_labels_zero_fails_on_label_mean(data: Path) -> None:
+    _rewrite(
+        data / "examples",
+        lambda t: t.set_column(
+            t.schema.get_field_index("label"), "label", pa.array([0] * t.num_rows, pa.int8())
+        ),
+    )
+    with pytest.raises(validate.ValidationFailed) as err:
+        validate.run(data, CFG)
+    message = str(err.value)
+    assert "expect_column_mean_to_be_between on column 'label': observed 0.0" in message
+    assert f"min_value={CFG.min_label_rate}" in message
+
+
+def test_dropped_column_is_named(data: Path) -> None:
+    _rewrite(data / "examples", lambda t: t.drop_columns(["position"]))
+    with pytest.raises(validate.ValidationFailed, match="expect_column_to_exist on column 'position'"):
+        validate.run(data, CFG)
+
+
+def test_history_end_beyond_behaviors_fails(data: Path) -> None:
+    _rewrite(
+        data / "examples",
+        lambda t: t.set_column(
+            t.schema.get_field_index("hist_end"),
+            "hist_end",
+            pc.add(t.column("hist_end"), 1000).cast(pa.int32()),
+        ),
+    )
+    with pytest.raises(validate.ValidationFailed, match="on column 'hist_len_ok'"):
+        validate.run(data, CFG)
+
+
+def test_unsorted_behaviors_fail(data: Path) -> None:
+    def reverse_first(t: pa.Table) -> pa.Table:
+        ts = t.column("ts").to_pylist()
+        ts[0] = list(reversed(ts[0]))
+        return t.set_column(t.schema.get_field_index("ts"), "ts", pa.array(ts, pa.list_(pa.int64())))
+
+    _rewrite(data / "behaviors", reverse_first)
+    with pytest.raises(validate.ValidationFailed, match=r"\[behaviors\] .* on column 'ts_sorted'"):
+        validate.run(data, CFG)
+
+
+def test_missing_split_fails(data: Path) -> None:
+    _rewrite(data / "examples", lambda t: t.filter(pc.not_equal(t.column("split"), "test")))
+    with pytest.raises(validate.ValidationFailed, match="expect_column_distinct_values_to_contain_set"):
+        validate.run(data, CFG)
