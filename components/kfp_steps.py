@@ -33,7 +33,7 @@ def ingest_step(
         items=Path(items) if items else None,
         vocab_dir=paths.vocab,
     )
-    return finish(paths, run_id, "ingest", manifest)
+    return finish(paths, run_id, "ingest", {**manifest, "output": data.path})
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

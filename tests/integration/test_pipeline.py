@@ -1,0 +1,127 @@
+"""The whole pipeline on tiny generated logs through the kfp local runner, then the real service."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from seqrank.config import load_config
+from seqrank.paths import StatePaths
+from seqrank.report import load_steps
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "generator.users=150",
+    "generator.items=300",
+    "generator.categories=12",
+    "generator.days=8",
+    "generator.seed=3",
+    "train.epochs=2",
+    "train.batch_size=256",
+    "validate.min_examples=100",
+    "features.max_sequence_length=200",
+    "features.category_k=50",
+]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
+    from pipelines.local import run_local
+    from seqrank.generator import generate
+
+    root = tmp_path_factory.mktemp("seqrank")
+    cfg = load_config(overrides=[*TINY, f"state_dir={root / 'state'}"])
+    raw = root / "raw"
+    generate(cfg.generator, raw)
+    inputs = [str(raw / "events.jsonl")]
+    run_local(cfg, "first", inputs, raw / "users.parquet", raw / "items.parquet")
+    # Same data again: the challenger now meets a champion and must beat it to be promoted.
+    run_local(cfg, "second", inputs, raw / "users.parquet", raw / "items.parquet")
+    return cfg, StatePaths(cfg.state_dir)
+
+
+def test_every_step_ran_and_model_learned(pipeline_run) -> None:
+    cfg, paths = pipeline_run
+    steps = load_steps(paths, "first")
+    assert set(steps) == {"ingest", "validate", "features", "train", "gate", "deploy"}
+    manifest = steps["ingest"]
+    assert manifest["read"] == manifest["accepted"] + sum(manifest["rejected"].values()) + manifest["duplicates"]
+
+    import mlflow
+
+    client = mlflow.MlflowClient(paths.mlflow_uri)
+    run = client.get_run(steps["train"]["run_id"])
+    assert run.data.metrics["test_auc"] > 0.6
+    assert run.data.tags["pipeline_run_id"] == "first"
+    assert run.data.tags["gate_decision"] == "promote"
+
+
+def test_champion_alias_and_second_run_gated_against_it(pipeline_run) -> None:
+    cfg, paths = pipeline_run
+    import mlflow
+
+    client = mlflow.MlflowClient(paths.mlflow_uri)
+    champion = client.get_model_version_by_alias(cfg.train.registered_model, "champion")
+    first, second = load_steps(paths, "first"), load_steps(paths, "second")
+    assert second["gate"]["champion_version"] == "1"
+    assert second["gate"]["champion_metrics"] is not None
+    expected = second["train"]["run_id"] if second["gate"]["promote"] else first["train"]["run_id"]
+    assert champion.run_id == expected
+    assert ("deploy" in second) == second["gate"]["promote"]
+
+
+def test_user_sequence_in_feast_online_store(pipeline_run) -> None:
+    cfg, paths = pipeline_run
+    from serving.features import OnlineFeatures
+
+    data_dir = Path(load_steps(paths, "second")["ingest"]["output"])
+    behaviors = pq.read_table(data_dir / "behaviors").to_pylist()
+    longest = max(behaviors, key=lambda row: len(row["item"]))
+    online = OnlineFeatures(paths.feast).user_sequence(longest["user"])
+    keep = cfg.features.max_sequence_length
+    np.testing.assert_array_equal(online["seq_item"], longest["item"][-keep:])
+    np.testing.assert_array_equal(online["seq_ts"], longest["ts"][-keep:])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_service_ranks_for_a_generated_user(pipeline_run) -> None:
+    import uvicorn
+
+    from serving.app import create_app
+
+    cfg, paths = pipeline_run
+    port = _free_port()
+    app = create_app(paths.champion_bundle, paths.feast, cfg.serve)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        vocab = pq.read_table(paths.champion_bundle / "vocab" / "item.parquet").column("raw").to_pylist()
+        users = pq.read_table(paths.champion_bundle / "vocab" / "user.parquet").column("raw").to_pylist()
+        body = {"user_id": users[0], "candidates": vocab[:20]}
+        reply = httpx.post(f"http://127.0.0.1:{port}/rank", json=body, timeout=10)
+        assert reply.status_code == 200, reply.text
+        ranked = reply.json()["items"]
+        assert sorted(r["item_id"] for r in ranked) == sorted(vocab[:20])
+        scores = [r["score"] for r in ranked]
+        assert scores == sorted(scores, reverse=True)
+        assert all(0 < s < 1 for s in scores)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
