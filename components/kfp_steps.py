@@ -96,7 +96,8 @@ def gate_step(
     cfg, paths = step_config(config_yaml)
     report = gate.run(Path(data.path), challenger_run_id, cfg)
     finish(paths, run_id, "gate", report)
-    return namedtuple("GateOutputs", ["promote", "reason"])(report["promote"], report["reason"])
+    outputs = namedtuple("GateOutputs", ["promote", "reason"])  # noqa: PYI024 - kfp reads plain namedtuples
+    return outputs(report["promote"], report["reason"])
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

@@ -124,14 +124,14 @@ class PipelineConfig(_Section):
         default_factory=list,
         description="raw log files or globs; empty means generate logs with `generator` first",
     )
-    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
-    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    generator: GeneratorConfig = GeneratorConfig()
+    ingest: IngestConfig = IngestConfig()
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
-    features: FeatureConfig = Field(default_factory=FeatureConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    gate: GateConfig = Field(default_factory=GateConfig)
-    serve: ServeConfig = Field(default_factory=ServeConfig)
+    features: FeatureConfig = FeatureConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    gate: GateConfig = GateConfig()
+    serve: ServeConfig = ServeConfig()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
