@@ -96,7 +96,7 @@ def gate_step(
     cfg, paths = step_config(config_yaml)
     report = gate.run(Path(data.path), challenger_run_id, cfg)
     finish(paths, run_id, "gate", report)
-    outputs = namedtuple("GateOutputs", ["promote", "reason"])  # noqa: PYI024 - kfp reads plain namedtuples
+    outputs = namedtuple("GateOutputs", ["promote", "reason"])
     return outputs(report["promote"], report["reason"])
 
 
