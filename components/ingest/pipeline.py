@@ -1,0 +1,482 @@
+"""The Beam ingest pipeline: raw logs -> behaviors, examples, vocab, side tables, dead letters.
+
+Graph (elements are Arrow tables of many events, never single events):
+
+    read tasks ─ParseTask─► events by dedup bucket ─GroupByKey─Dedup─► unique events
+        └─► dead letters (tagged)                    ├─► ids ─CombineGlobally─► vocab (side input)
+                                                     ├─► time range ─CombineGlobally─► (side input)
+                                                     └─Encode(vocab)─► events by user shard
+                                                          ─GroupByKey─BuildShard(time range)─► parquet
+
+Every counter flows into one stats element, so `read == accepted + rejected + duplicates` is
+checked on what the pipeline actually did.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.pvalue import AsSingleton, TaggedOutput
+
+from components.ingest import transforms as tf
+from components.ingest.reasons import REASONS
+from components.ingest.records import CLEAN, dead_letters, normalize
+from components.ingest.sources import ReadTask, plan, read_task
+from seqrank.config import IngestConfig
+from seqrank.schema import SPLITS, VOCAB_ENTITIES
+from seqrank.storage import atomic_dir, file_fingerprint, write_json
+
+log = logging.getLogger(__name__)
+
+DEAD, STATS = "dead", "stats"
+DATA_DIRS = ("behaviors", "examples", "vocab", "users", "items")
+_WORK = "_work"  # pipeline scratch inside the temp output: stats and time range, removed at the end
+# One user shard per this many input bytes: shards are the unit of per-user parallelism and of
+# output files, and must not depend on how many workers run.
+_SHARD_BYTES = 32 << 20
+_MAX_SHARDS = 256
+_MAX_DEDUP_BUCKETS = 64
+
+
+class IngestRejectedError(RuntimeError):
+    """More records were rejected than `max_rejected_share` allows; dead letters and manifest exist."""
+
+    def __init__(self, message: str, manifest: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.manifest = manifest
+
+
+# ---- Beam steps ---------------------------------------------------------------------------------
+
+
+class _ParseTask(beam.DoFn):
+    """Read and check one task; rejected records leave through the dead-letter output."""
+
+    def __init__(self, now_ms: int, n_buckets: int) -> None:
+        self._now_ms = now_ms
+        self._n_buckets = n_buckets
+
+    def process(self, task: ReadTask) -> Iterator[Any]:
+        raws = read_task(task)
+        checked = [normalize(raw, task, self._now_ms) for raw in raws]
+        counts = np.zeros(len(REASONS) + 1, np.int64)
+        for c in checked:
+            counts += np.bincount(c.codes, minlength=len(REASONS) + 1)
+        stats = {"read": sum(raw.n for raw in raws)}
+        stats.update({f"rejected.{reason}": int(counts[code]) for code, reason in enumerate(REASONS, 1)})
+        yield TaggedOutput(STATS, stats)
+        if counts[1:].any():
+            rows = [
+                row for raw, c in zip(raws, checked, strict=True) for row in dead_letters(raw, c, task.path)
+            ]
+            yield TaggedOutput(DEAD, (task.index, rows))
+        events = pa.concat_tables([c.events for c in checked]) if checked else CLEAN.empty_table()
+        yield from tf.dedup_buckets(events, self._n_buckets)
+
+
+class _Dedup(beam.DoFn):
+    def process(self, element: tuple[int, Iterable[Any]]) -> Iterator[Any]:
+        _, tables = element
+        unique, duplicates = tf.dedup(tables)
+        yield TaggedOutput(STATS, {"duplicates": duplicates})
+        if unique.num_rows:
+            yield unique
+
+
+class _Encode(beam.DoFn):
+    def __init__(self, n_shards: int) -> None:
+        self._n_shards = n_shards
+        self._lookup: tf.Lookup | None = None
+
+    def setup(self) -> None:
+        self._lookup = tf.Lookup()
+
+    def process(self, events: Any, vocab: tf.Vocab) -> Iterator[tuple[int, Any]]:
+        assert self._lookup is not None
+        yield from tf.encode(events, vocab, self._lookup, self._n_shards)
+
+
+class _BuildShard(beam.DoFn):
+    """Per-user outputs of one shard, written as part-<shard>.parquet in behaviors/ and examples/."""
+
+    def __init__(self, out: str, cfg: IngestConfig) -> None:
+        self._out = out
+        self._gap_ms = int(cfg.session_gap_minutes * 60_000)
+        self._window_ms = int(cfg.attribution_window_minutes * 60_000)
+        self._fractions = (cfg.valid_fraction, cfg.test_fraction)
+
+    def process(self, element: tuple[int, Iterable[Any]], span: tuple[int, int] | None) -> Iterator[dict]:
+        shard, tables = element
+        bounds = tf.split_bounds(*span, *self._fractions) if span is not None else None
+        result = tf.build_shard(tables, bounds, self._gap_ms, self._window_ms)
+        name = f"part-{shard:05d}.parquet"
+        pq.write_table(result.behaviors, Path(self._out) / "behaviors" / name)
+        pq.write_table(result.examples, Path(self._out) / "examples" / name)
+        yield result.stats
+
+
+class _IdsCombine(beam.CombineFn):
+    def create_accumulator(self) -> list[tf.Ids]:
+        return []
+
+    def add_input(self, acc: list[tf.Ids], ids: tf.Ids) -> list[tf.Ids]:
+        acc.append(ids)
+        return [tf.merge_ids(acc)] if len(acc) > 16 else acc
+
+    def merge_accumulators(self, accs: Iterable[list[tf.Ids]]) -> list[tf.Ids]:
+        return [tf.merge_ids([ids for acc in accs for ids in acc])]
+
+    def extract_output(self, acc: list[tf.Ids]) -> tf.Ids:
+        return tf.merge_ids(acc)
+
+
+class _TimeRangeCombine(beam.CombineFn):
+    def create_accumulator(self) -> tuple[int, int] | None:
+        return None
+
+    def add_input(self, acc: tuple[int, int] | None, span: tuple[int, int] | None) -> tuple[int, int] | None:
+        if span is None:
+            return acc
+        if acc is None:
+            return span
+        return min(acc[0], span[0]), max(acc[1], span[1])
+
+    def merge_accumulators(self, accs: Iterable[tuple[int, int] | None]) -> tuple[int, int] | None:
+        merged = None
+        for acc in accs:
+            merged = self.add_input(merged, acc)
+        return merged
+
+    def extract_output(self, acc: tuple[int, int] | None) -> tuple[int, int] | None:
+        return acc
+
+
+class _SumStats(beam.CombineFn):
+    def create_accumulator(self) -> dict[str, int]:
+        return {}
+
+    def add_input(self, acc: dict[str, int], stats: dict[str, int]) -> dict[str, int]:
+        for key, value in stats.items():
+            acc[key] = acc.get(key, 0) + value
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[dict[str, int]]) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for acc in accs:
+            self.add_input(merged, acc)
+        return merged
+
+    def extract_output(self, acc: dict[str, int]) -> dict[str, int]:
+        return acc
+
+
+def _write_dead_letters(element: tuple[int, list[dict]], directory: str) -> None:
+    index, rows = element
+    with open(Path(directory) / f"part-{index:05d}.jsonl", "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _write_vocab_outputs(vocab: tf.Vocab, side: tf.SideTables, out: str) -> dict[str, int]:
+    root = Path(out)
+    for entity, table in tf.vocab_tables(vocab).items():
+        pq.write_table(table, root / "vocab" / f"{entity}.parquet")
+    users, items = tf.side_outputs(vocab, side)
+    pq.write_table(users, root / "users" / "part-00000.parquet")
+    pq.write_table(items, root / "items" / "part-00000.parquet")
+    stats = {"users_table_rows": users.num_rows, "items_table_rows": items.num_rows}
+    for entity in VOCAB_ENTITIES:
+        stats[f"vocab.{entity}"] = vocab.size(entity)
+        stats[f"vocab_new.{entity}"] = vocab.size(entity) - vocab.previous_size[entity]
+    stats["items_seen"] = len(vocab.ids.item)
+    return stats
+
+
+def _write_json(value: Any, path: str) -> None:
+    Path(path).write_text(json.dumps(value))
+
+
+def _load_side(_: Any, users: str | None, items: str | None) -> tf.SideTables:
+    return tf.load_side_tables(users, items)
+
+
+def _load_previous(_: Any, vocab_dir: str | None) -> dict:
+    return tf.load_vocab_dir(vocab_dir)
+
+
+def _empty_shard(shard: int) -> tuple[int, None]:
+    return shard, None
+
+
+def build_pipeline(
+    p: beam.Pipeline,
+    tasks: list[ReadTask],
+    out: Path,
+    cfg: IngestConfig,
+    *,
+    users: Path | None,
+    items: Path | None,
+    vocab_dir: Path | None,
+    now_ms: int,
+    n_shards: int,
+) -> None:
+    """Add the ingest graph to `p`; outputs land under `out` (the step's temp directory)."""
+    work = out / _WORK
+    n_buckets = max(1, min(_MAX_DEDUP_BUCKETS, len(tasks)))
+
+    parsed = (
+        p
+        | "ReadTasks" >> beam.Create(tasks)
+        | "ParseAndCheck"
+        >> beam.ParDo(_ParseTask(now_ms, n_buckets)).with_outputs(DEAD, STATS, main="events")
+    )
+    _ = parsed[DEAD] | "WriteDeadLetters" >> beam.Map(_write_dead_letters, str(out / "dead_letter"))
+
+    deduped = (
+        parsed.events
+        | "GroupByEventKey" >> beam.GroupByKey()
+        | "DropDuplicates" >> beam.ParDo(_Dedup()).with_outputs(STATS, main="events")
+    )
+    events = deduped.events
+
+    side = (
+        p
+        | "SideTablesSeed" >> beam.Create([None], reshuffle=False)
+        | "LoadSideTables"
+        >> beam.Map(_load_side, str(users) if users else None, str(items) if items else None)
+    )
+    previous = (
+        p
+        | "VocabSeed" >> beam.Create([None], reshuffle=False)
+        | "LoadPreviousVocab" >> beam.Map(_load_previous, str(vocab_dir) if vocab_dir else None)
+    )
+    vocab = (
+        events
+        | "CollectIds" >> beam.Map(tf.collect_ids)
+        | "UnionIds" >> beam.CombineGlobally(_IdsCombine())
+        | "BuildVocab" >> beam.Map(tf.build_vocab, AsSingleton(previous), AsSingleton(side))
+    )
+    vocab_stats = vocab | "WriteVocabUsersItems" >> beam.Map(
+        _write_vocab_outputs, AsSingleton(side), str(out)
+    )
+
+    span = (
+        events
+        | "BatchTimeRange" >> beam.Map(tf.time_range)
+        | "TimeRange" >> beam.CombineGlobally(_TimeRangeCombine())
+    )
+    _ = span | "WriteTimeRange" >> beam.Map(_write_json, str(work / "time_range.json"))
+
+    encoded = events | "EncodeByUserShard" >> beam.ParDo(_Encode(n_shards), AsSingleton(vocab))
+    every_shard = (
+        p
+        | "ShardIds" >> beam.Create(range(n_shards), reshuffle=False)
+        | "EmptyShards" >> beam.Map(_empty_shard)
+    )
+    shard_stats = (
+        (encoded, every_shard)
+        | "AllShards" >> beam.Flatten()
+        | "GroupByUserShard" >> beam.GroupByKey()
+        | "BuildBehaviorsExamples" >> beam.ParDo(_BuildShard(str(out), cfg), AsSingleton(span))
+    )
+
+    _ = (
+        (parsed[STATS], deduped[STATS], shard_stats, vocab_stats)
+        | "AllStats" >> beam.Flatten()
+        | "SumStats" >> beam.CombineGlobally(_SumStats())
+        | "WriteStats" >> beam.Map(_write_json, str(work / "stats.json"))
+    )
+
+
+def _runner(cfg: IngestConfig) -> tuple[Any, PipelineOptions]:
+    """The runner `cfg.runner` names; the in-process FnApiRunner by default, never an implicit one."""
+    args = list(cfg.runner_options)
+    if cfg.runner == "FnApiRunner":
+        # Named explicitly: the DirectRunner default would first try to download the Prism binary.
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return FnApiRunner(), PipelineOptions(args)
+    return cfg.runner, PipelineOptions([f"--runner={cfg.runner}", *args])
+
+
+# ---- the step -----------------------------------------------------------------------------------
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _side_info(path: Path | None, counts: dict[str, int] | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    return {
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "sha256": file_fingerprint(path),
+        **(counts or {}),
+    }
+
+
+def _manifest(
+    files: list, stats: dict[str, int], span: list[int] | None, cfg: IngestConfig, side: dict[str, Any]
+) -> dict[str, Any]:
+    rejected = {r: stats.get(f"rejected.{r}", 0) for r in REASONS if stats.get(f"rejected.{r}", 0)}
+    read = stats.get("read", 0)
+    accepted = stats.get("events", 0)
+    duplicates = stats.get("duplicates", 0)
+    if read != accepted + sum(rejected.values()) + duplicates:
+        raise RuntimeError(
+            f"ingest counts do not reconcile: read {read} != accepted {accepted} + rejected "
+            f"{sum(rejected.values())} + duplicates {duplicates}"
+        )
+    examples = stats.get("examples", 0)
+    boundaries = None
+    time_range = None
+    if span is not None:
+        valid_start, test_start = tf.split_bounds(span[0], span[1], cfg.valid_fraction, cfg.test_fraction)
+        time_range = {"min_ms": span[0], "max_ms": span[1], "min": _iso(span[0]), "max": _iso(span[1])}
+        boundaries = {
+            "valid_start_ms": valid_start,
+            "test_start_ms": test_start,
+            "valid_start": _iso(valid_start),
+            "test_start": _iso(test_start),
+        }
+    return {
+        "ok": True,
+        "inputs": [asdict(f) for f in files],
+        "side_tables": side,
+        "read": read,
+        "accepted": accepted,
+        "rejected": rejected,
+        "rejected_total": sum(rejected.values()),
+        "rejected_share": sum(rejected.values()) / read if read else 0.0,
+        "duplicates": duplicates,
+        "examples": examples,
+        "examples_by_split": {name: stats.get(f"examples_{name}", 0) for name in SPLITS},
+        "positives": stats.get("positives", 0),
+        "label_rate": stats.get("positives", 0) / examples if examples else 0.0,
+        "users": stats.get("users", 0),
+        "items": stats.get("items_seen", 0),
+        "behaviors": stats.get("behaviors", 0),
+        "sessions": stats.get("sessions", 0),
+        "vocab": {
+            entity: {"size": stats.get(f"vocab.{entity}", 0), "new": stats.get(f"vocab_new.{entity}", 0)}
+            for entity in VOCAB_ENTITIES
+        },
+        "time_range": time_range,
+        "split_boundaries": boundaries,
+        "config": cfg.model_dump(),
+    }
+
+
+def _rejection_message(manifest: dict[str, Any], cfg: IngestConfig, out: Path) -> str:
+    top = sorted(manifest["rejected"].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    reasons = ", ".join(f"{reason} {count:,}" for reason, count in top)
+    return (
+        f"ingest rejected {manifest['rejected_total']:,} of {manifest['read']:,} records "
+        f"({manifest['rejected_share']:.1%}), more than max_rejected_share {cfg.max_rejected_share:.1%}; "
+        f"top reasons: {reasons}; dead letters in {out / 'dead_letter'}"
+    )
+
+
+def run(
+    inputs: list[str],
+    out: Path,
+    cfg: IngestConfig,
+    *,
+    users: Path | None = None,
+    items: Path | None = None,
+    vocab_dir: Path | None = None,
+    fmt: str = "auto",
+) -> dict:
+    """Ingest raw logs into `out`; return the manifest dict (also written to out/manifest.json).
+
+    Outputs: behaviors/, examples/, vocab/, users/, items/ (Parquet), dead_letter/ (JSONL) and
+    manifest.json. All are written to a temporary sibling and renamed into place at the end. When
+    the rejected share passes `cfg.max_rejected_share`, `out` holds only dead_letter/ and the
+    manifest, the shared vocab is left alone, and `IngestRejectedError` is raised.
+    """
+    started = time.perf_counter()
+    # Beam logs a line at INFO for every postponed (string) annotation it reads off our functions.
+    logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
+    out = Path(out)
+    users = Path(users) if users is not None else None
+    items = Path(items) if items is not None else None
+    vocab_dir = Path(vocab_dir) if vocab_dir is not None else None
+    files, tasks = plan([str(i) for i in inputs], fmt)
+    total_bytes = sum(f.bytes for f in files)
+    n_shards = max(2, min(_MAX_SHARDS, math.ceil(total_bytes / _SHARD_BYTES)))
+    # Fixed once here so that every worker judges "in the future" against the same instant.
+    now_ms = int(time.time() * 1000)
+    log.info("ingest: %d file(s), %d read task(s), %d user shard(s)", len(files), len(tasks), n_shards)
+
+    with atomic_dir(out) as tmp:
+        for name in (*DATA_DIRS, "dead_letter", _WORK):
+            (tmp / name).mkdir()
+        runner, options = _runner(cfg)
+        with beam.Pipeline(runner=runner, options=options) as p:
+            build_pipeline(
+                p,
+                tasks,
+                tmp,
+                cfg,
+                users=users,
+                items=items,
+                vocab_dir=vocab_dir,
+                now_ms=now_ms,
+                n_shards=n_shards,
+            )
+        stats = json.loads((tmp / _WORK / "stats.json").read_text())
+        span = json.loads((tmp / _WORK / "time_range.json").read_text())
+        shutil.rmtree(tmp / _WORK)
+
+        side = {
+            "users": _side_info(users, {"rows": stats.get("users_table_rows", 0)}),
+            "items": _side_info(items, {"rows": stats.get("items_table_rows", 0)}),
+        }
+        manifest = _manifest(files, stats, span, cfg, side)
+        manifest["runner"] = cfg.runner
+        manifest["shards"] = n_shards
+        manifest["seconds"] = round(time.perf_counter() - started, 3)
+        manifest["events_per_s"] = round(manifest["read"] / max(manifest["seconds"], 1e-9), 1)
+        failed = manifest["rejected_share"] > cfg.max_rejected_share
+        if failed:
+            # Nothing a later step could mistake for good data; only the evidence stays.
+            manifest["ok"] = False
+            for name in DATA_DIRS:
+                shutil.rmtree(tmp / name)
+        elif vocab_dir is not None:
+            # Before `out` is published: a crash in between leaves extra ids in the shared vocab
+            # (harmless, append-only), never outputs whose indices the shared vocab lacks.
+            with atomic_dir(vocab_dir) as vocab_tmp:
+                for path in sorted((tmp / "vocab").iterdir()):
+                    shutil.copy2(path, vocab_tmp / path.name)
+        write_json(tmp / "manifest.json", manifest)
+
+    if failed:
+        raise IngestRejectedError(_rejection_message(manifest, cfg, out), manifest)
+    log.info(
+        "ingest: read %d, accepted %d, rejected %d, duplicates %d -> %d examples, %d users in %.1fs",
+        manifest["read"],
+        manifest["accepted"],
+        manifest["rejected_total"],
+        manifest["duplicates"],
+        manifest["examples"],
+        manifest["users"],
+        manifest["seconds"],
+    )
+    return manifest
