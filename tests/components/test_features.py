@@ -1,0 +1,264 @@
+"""Features step: feature tables from a tiny ingest output, Feast apply, online reads back."""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from seqrank.config import FeatureConfig
+from seqrank.schema import BEHAVIORS, ITEMS, USERS, VOCAB, VOCAB_ENTITIES
+
+N_USERS = 12
+N_ITEMS = 60
+N_CATEGORIES = 5
+LONG_USER = 1  # has more behaviors than max_sequence_length
+EMPTY_USER = 2  # a user row with no behaviors
+CFG = FeatureConfig(project="seqrank_test", max_sequence_length=30, category_k=4, materialize_chunk_users=5)
+
+
+def make_ingest_dir(root: Path, seed: int = 0) -> Path:
+    """A small ingest output (behaviors/, items/, users/, vocab/) in the DESIGN §3 layout."""
+    rng = np.random.default_rng(seed)
+    item_category = np.concatenate([[0], rng.integers(1, N_CATEGORIES + 1, size=N_ITEMS)])
+    item_brand = np.concatenate([[0], rng.integers(1, 4, size=N_ITEMS)])
+    rows: dict[str, list] = {name: [] for name in BEHAVIORS.names}
+    for user in range(1, N_USERS + 1):
+        n = {LONG_USER: 75, EMPTY_USER: 0}.get(user, int(rng.integers(1, 40)))
+        items = rng.integers(1, N_ITEMS + 1, size=n)
+        ts = np.sort(rng.integers(1_767_225_600_000, 1_769_904_000_000, size=n))
+        rows["user"].append(user)
+        rows["item"].append(items.tolist())
+        rows["category"].append(item_category[items].tolist())
+        rows["ts"].append(ts.tolist())
+        rows["type"].append([1] * n)
+        rows["session"].append([0] * n)
+    for name in ("behaviors", "items", "users", "vocab"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    behaviors = pa.table(rows, schema=BEHAVIORS)
+    # Two files, to exercise reading a multi-file step output in a stable order.
+    pq.write_table(behaviors.slice(0, 7), root / "behaviors" / "part-00000.parquet")
+    pq.write_table(behaviors.slice(7), root / "behaviors" / "part-00001.parquet")
+    (root / "manifest.json").write_text("{}")
+    items = pa.table(
+        {
+            "item": np.arange(1, N_ITEMS + 1),
+            "category": item_category[1:],
+            "brand": item_brand[1:],
+            "price": rng.random(N_ITEMS) * 100,
+        },
+        schema=ITEMS,
+    )
+    pq.write_table(items, root / "items" / "part-00000.parquet")
+    users = pa.table(
+        {
+            "user": np.arange(1, N_USERS + 1),
+            "age_bucket": rng.integers(0, 6, size=N_USERS).astype(np.int32),
+            "gender": ["f", "m", None] * (N_USERS // 3),
+        },
+        schema=USERS,
+    )
+    pq.write_table(users, root / "users" / "part-00000.parquet")
+    sizes = {"user": N_USERS, "item": N_ITEMS, "category": N_CATEGORIES, "brand": 3}
+    for entity in VOCAB_ENTITIES:
+        n = sizes[entity]
+        vocab = pa.table(
+            {"raw": [f"{entity[0]}{i}" for i in range(1, n + 1)], "index": np.arange(1, n + 1)}, schema=VOCAB
+        )
+        pq.write_table(vocab, root / "vocab" / f"{entity}.parquet")
+    return root
+
+
+def expected_tail(ingest_dir: Path, user: int, n: int) -> dict[str, np.ndarray]:
+    behaviors = pq.read_table(ingest_dir / "behaviors").to_pylist()
+    row = next(r for r in behaviors if r["user"] == user)
+    return {
+        f"seq_{k}": np.array(row[k][-n:] if n else [], dtype=np.int64) for k in ("item", "category", "ts")
+    }
+
+
+@pytest.fixture(scope="module")
+def feature_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    from components import features
+
+    root = tmp_path_factory.mktemp("features")
+    ingest_dir = make_ingest_dir(root / "ingest")
+    feast_dir = root / "feast"
+    summary = features.run(ingest_dir, feast_dir, CFG)
+    return ingest_dir, feast_dir, summary
+
+
+@pytest.fixture(scope="module")
+def online(feature_store):
+    from serving.features import OnlineFeatures
+
+    return OnlineFeatures(feature_store[1])
+
+
+def test_summary_and_layout(feature_store):
+    _, feast_dir, summary = feature_store
+    assert summary["users"] == N_USERS - 1  # the user without behaviors has no sequence row
+    assert summary["rows"]["item_profile"] == N_ITEMS
+    assert summary["rows"]["user_profile"] == N_USERS
+    assert summary["seconds"]["materialize"] >= 0
+    config = yaml.safe_load((feast_dir / "feature_store.yaml").read_text())
+    assert config["online_store"] == {"type": "sqlite", "path": "online.db"}
+    assert config["registry"]["path"] == "registry.db"
+    assert (feast_dir / "online.db").is_file() and (feast_dir / "registry.db").is_file()
+    assert sorted(p.name for p in (feast_dir / "data").iterdir()) == [
+        "item_profile.parquet",
+        "user_behavior.parquet",
+        "user_category_behavior.parquet",
+        "user_profile.parquet",
+    ]
+
+
+@pytest.mark.parametrize("user", [LONG_USER, 3, 7, N_USERS])
+def test_online_sequence_is_last_n_behaviors(feature_store, online, user):
+    ingest_dir = feature_store[0]
+    got = online.user_sequence(user)
+    want = expected_tail(ingest_dir, user, CFG.max_sequence_length)
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name].dtype == np.int64
+        np.testing.assert_array_equal(got[name], want[name])
+    assert len(online.user_sequence(LONG_USER)["seq_item"]) == CFG.max_sequence_length
+
+
+def test_user_behavior_timestamp_is_last_behavior(feature_store):
+    ingest_dir, feast_dir, _ = feature_store
+    table = pq.read_table(feast_dir / "data" / "user_behavior.parquet").to_pylist()
+    row = next(r for r in table if r["user"] == LONG_USER)
+    last_ms = int(expected_tail(ingest_dir, LONG_USER, 1)["seq_ts"][0])
+    assert int(row["event_timestamp"].timestamp() * 1000) == last_ms
+
+
+@pytest.mark.parametrize("user", [EMPTY_USER, 999, 0])
+def test_unknown_or_empty_user_gets_empty_arrays(online, user):
+    got = online.user_sequence(user)
+    assert set(got) == {"seq_item", "seq_category", "seq_ts"}
+    assert all(v.dtype == np.int64 and v.shape == (0,) for v in got.values())
+
+
+def test_category_subsequence(feature_store, online):
+    ingest_dir = feature_store[0]
+    full = expected_tail(ingest_dir, LONG_USER, 10_000)
+    categories = [*range(1, N_CATEGORIES + 1), 99]
+    got = online.category_sequences(LONG_USER, categories)
+    assert sorted(got) == categories
+    for category in categories:
+        mask = full["seq_category"] == category
+        np.testing.assert_array_equal(
+            got[category]["cat_seq_item"], full["seq_item"][mask][-CFG.category_k :]
+        )
+        np.testing.assert_array_equal(got[category]["cat_seq_ts"], full["seq_ts"][mask][-CFG.category_k :])
+    assert got[99]["cat_seq_item"].shape == (0,)
+
+
+def test_fast_read_matches_feast_get_online_features(feature_store, online):
+    response = online.store.get_online_features(
+        features=[f"user_behavior:{name}" for name in ("seq_item", "seq_category", "seq_ts")]
+        + ["item_profile:brand", "user_profile:age_bucket"],
+        entity_rows=[{"user": LONG_USER, "item": 5}],
+    ).to_dict()
+    fast = online.user_sequence(LONG_USER)
+    for name, values in fast.items():
+        np.testing.assert_array_equal(np.array(response[name][0], dtype=np.int64), values)
+    items = pq.read_table(feature_store[0] / "items").to_pylist()
+    assert response["brand"] == [items[4]["brand"]]
+    assert response["age_bucket"][0] is not None
+
+
+def test_rerun_on_the_same_store_is_idempotent(feature_store, online):
+    from components import features
+
+    ingest_dir, feast_dir, first = feature_store
+    before = {v: pq.read_table(feast_dir / "data" / f"{v}.parquet") for v in first["rows"]}
+    again = features.run(ingest_dir, feast_dir, CFG)
+    assert again["rows"] == first["rows"]
+    for view, table in before.items():
+        assert pq.read_table(feast_dir / "data" / f"{view}.parquet").equals(table), view
+    want = expected_tail(ingest_dir, LONG_USER, CFG.max_sequence_length)
+    np.testing.assert_array_equal(online.user_sequence(LONG_USER)["seq_item"], want["seq_item"])
+    view = online.store.registry.get_feature_view("user_behavior", online.store.project)
+    assert view.materialization_intervals
+
+
+def test_feature_views_match_schema(feature_store):
+    from feast import FeatureStore
+
+    from feature_repo import SERVICES
+    from seqrank.schema import SEQUENCE_FEATURES
+
+    store = FeatureStore(repo_path=str(feature_store[1]))
+    view = store.get_feature_view("user_behavior")
+    assert [f.name for f in view.features] == list(SEQUENCE_FEATURES)
+    assert {s.name for s in store.list_feature_services()} == set(SERVICES)
+    din = store.get_feature_service("din_v1")
+    assert {p.name for p in din.feature_view_projections} == set(SERVICES["din_v1"])
+
+
+class _StandIn(types.ModuleType):
+    """A module whose every attribute is a new empty class: enough for names used in annotations."""
+
+    def __getattr__(self, name: str) -> type:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return type(name, (), {})
+
+
+@pytest.fixture
+def redis_client(monkeypatch: pytest.MonkeyPatch):
+    """The redis client, or stand-ins where it is not installed.
+
+    Feast imports the client only at module level of its Redis store; validating the config
+    against Feast's own (extra="forbid") RedisOnlineStoreConfig needs no connection.
+    """
+    try:
+        import redis  # noqa: F401
+
+        yield
+        return
+    except ImportError:
+        pass
+    package = _StandIn("redis")
+    monkeypatch.setitem(sys.modules, "redis", package)
+    for sub in ("asyncio", "cluster", "sentinel"):
+        module = _StandIn(f"redis.{sub}")
+        setattr(package, sub, module)
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    yield
+    # Feast's Redis module was imported against the stand-ins: forget it.
+    sys.modules.pop("feast.infra.online_stores.redis", None)
+    online_stores = sys.modules.get("feast.infra.online_stores")
+    if online_stores is not None and hasattr(online_stores, "redis"):
+        delattr(online_stores, "redis")
+
+
+def test_cluster_yaml_loads_as_repo_config(redis_client, monkeypatch, tmp_path):
+    from feast.repo_config import load_repo_config
+
+    from feature_repo import CLUSTER_YAML, store_config
+
+    raw = yaml.safe_load(CLUSTER_YAML.read_text())
+    local = store_config("seqrank")
+    # Only where the registry and the online store live may differ between laptop and cluster.
+    for key in ("project", "provider", "offline_store", "entity_key_serialization_version"):
+        assert raw[key] == local[key], key
+
+    monkeypatch.setenv("SEQRANK_REDIS_CONNECTION", "redis-master:6379,db=0")
+    monkeypatch.setenv("SEQRANK_FEAST_REGISTRY", os.fspath(tmp_path / "registry.db"))
+    config = load_repo_config(tmp_path, CLUSTER_YAML)
+    assert config.project == "seqrank"
+    assert config.online_store.type == "redis"
+    assert config.online_store.redis_type == "redis"
+    assert config.online_store.connection_string == "redis-master:6379,db=0"
+    assert config.registry.path == os.fspath(tmp_path / "registry.db")
+    assert config.offline_store.type == "file"
