@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -205,44 +203,7 @@ def test_feature_views_match_schema(feature_store):
     assert {p.name for p in din.feature_view_projections} == set(SERVICES["din_v1"])
 
 
-class _StandIn(types.ModuleType):
-    """A module whose every attribute is a new empty class: enough for names used in annotations."""
-
-    def __getattr__(self, name: str) -> type:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return type(name, (), {})
-
-
-@pytest.fixture
-def redis_client(monkeypatch: pytest.MonkeyPatch):
-    """The redis client, or stand-ins where it is not installed.
-
-    Feast imports the client only at module level of its Redis store; validating the config
-    against Feast's own (extra="forbid") RedisOnlineStoreConfig needs no connection.
-    """
-    try:
-        import redis  # noqa: F401
-
-        yield
-        return
-    except ImportError:
-        pass
-    package = _StandIn("redis")
-    monkeypatch.setitem(sys.modules, "redis", package)
-    for sub in ("asyncio", "cluster", "sentinel"):
-        module = _StandIn(f"redis.{sub}")
-        setattr(package, sub, module)
-        monkeypatch.setitem(sys.modules, module.__name__, module)
-    yield
-    # Feast's Redis module was imported against the stand-ins: forget it.
-    sys.modules.pop("feast.infra.online_stores.redis", None)
-    online_stores = sys.modules.get("feast.infra.online_stores")
-    if online_stores is not None and hasattr(online_stores, "redis"):
-        delattr(online_stores, "redis")
-
-
-def test_cluster_yaml_loads_as_repo_config(redis_client, monkeypatch, tmp_path):
+def test_cluster_yaml_loads_as_repo_config(monkeypatch, tmp_path):
     from feast.repo_config import load_repo_config
 
     from feature_repo import CLUSTER_YAML, store_config
