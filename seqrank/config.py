@@ -100,6 +100,10 @@ class TrainConfig(_Section):
     embedding_l2: float = Field(1e-6, ge=0, description="mini-batch aware L2 on the embedding rows used")
     patience: int = Field(1, ge=0, description="epochs without validation GAUC gain before stopping")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="auto: bf16 autocast on CUDA, fp32 on CPU; bf16 on CPU pays off only with AVX512-BF16/AMX",
+    )
     compile: bool = Field(False, description="wrap the model in torch.compile")
     seed: int = 0
     experiment: str = Field("seqrank", min_length=1, description="MLflow experiment name")

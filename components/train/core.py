@@ -1,0 +1,135 @@
+"""The train step's logic: fit one model, log params, curves, metrics and the model to MLflow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from components import tracking
+from seqrank.config import PipelineConfig
+from seqrank.paths import StatePaths
+from seqrank.storage import file_fingerprint
+
+log = logging.getLogger(__name__)
+
+MODEL_ARTIFACT = "model"
+# MLflow rejects longer param values; a long input file list is cut rather than failing the run.
+MAX_PARAM_CHARS = 6000
+_BATCH = 100  # MLflow's limit of params or metrics per log_batch call
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → {"section.field": str(value)}; lists as JSON so they read back unambiguously."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            text = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+            flat[name] = text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+    return flat
+
+
+def learning_curve(history: list[dict[str, float]], best_epoch: int, target: Path) -> Path:
+    """Plot losses and validation AUC/GAUC per epoch into a PNG (Agg backend, no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    epochs = [h["epoch"] for h in history]
+    figure = Figure(figsize=(9, 3.5))
+    FigureCanvasAgg(figure)
+    losses, ranking = figure.subplots(1, 2)
+    losses.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
+    losses.plot(epochs, [h["valid_logloss"] for h in history], marker="o", label="valid logloss")
+    losses.set_xlabel("epoch")
+    losses.set_title("loss")
+    losses.legend()
+    ranking.plot(epochs, [h["valid_auc"] for h in history], marker="o", label="valid AUC")
+    ranking.plot(epochs, [h["valid_gauc"] for h in history], marker="o", label="valid GAUC")
+    ranking.axvline(best_epoch, color="grey", linestyle="--", label="best epoch")
+    ranking.set_xlabel("epoch")
+    ranking.set_title("ranking")
+    ranking.legend()
+    figure.tight_layout()
+    figure.savefig(target, dpi=100)
+    return target
+
+
+def run(ingest_dir: Path, cfg: PipelineConfig, *, tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """Train `cfg.model` on `ingest_dir` as one MLflow run in `cfg.train.experiment`.
+
+    The run holds the flattened config as params, per-epoch metrics (train_loss, valid_auc,
+    valid_gauc, valid_logloss, valid_calibration, ...), the best model's best_valid_* and test_*
+    metrics, tags (data_manifest_sha256, model_name and `tags`), plots/learning_curve.png and the
+    model as `model/` (model.safetensors + model.json, never a pickle). Registering the model is
+    left to the gate and deploy steps.
+
+    Returns: {"run_id", "model_uri" (artifact URI of model/), "metrics", "model_name"}.
+    """
+    from mlflow.entities import Metric, Param, RunStatus
+
+    from training.data import load_ingest
+    from training.models import save_model
+    from training.trainer import fit
+
+    ingest_dir = Path(ingest_dir)
+    manifest = ingest_dir / "manifest.json"
+    if not manifest.exists():
+        raise FileNotFoundError(f"no manifest.json in {ingest_dir}: the run could not name the data it used")
+    data = load_ingest(ingest_dir)
+
+    paths = StatePaths(cfg.state_dir)
+    client = tracking.client(paths)
+    experiment_id = tracking.experiment_id(paths, cfg.train.experiment)
+    run_tags = {
+        "model_name": cfg.model.name,
+        "data_manifest_sha256": file_fingerprint(manifest),
+        "seqrank.step": "train",
+        **(tags or {}),
+    }
+    mlflow_run = client.create_run(
+        experiment_id, run_name=f"{cfg.model.name}-{uuid.uuid4().hex[:8]}", tags=run_tags
+    )
+    run_id = mlflow_run.info.run_id
+    log.info("MLflow run %s (%s) in experiment %s", run_id, mlflow_run.info.run_name, cfg.train.experiment)
+
+    def log_metrics(values: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, float(value), now, step) for key, value in values.items()]
+        for start in range(0, len(metrics), _BATCH):
+            client.log_batch(run_id, metrics=metrics[start : start + _BATCH])
+
+    try:
+        params = [Param(key, value) for key, value in flatten(cfg.to_dict()).items()]
+        for start in range(0, len(params), _BATCH):
+            client.log_batch(run_id, params=params[start : start + _BATCH])
+
+        result = fit(data, cfg.model, cfg.train, on_epoch=lambda epoch, metrics: log_metrics(metrics, epoch))
+
+        final = {
+            "best_epoch": float(result.best_epoch),
+            **{f"best_valid_{k}": v for k, v in result.valid.items()},
+            **{f"test_{k}": v for k, v in result.test.items()},
+        }
+        log_metrics(final, result.best_epoch)
+        with tempfile.TemporaryDirectory(prefix="seqrank-train-") as tmp:
+            work = Path(tmp)
+            save_model(result.model, work / MODEL_ARTIFACT)
+            client.log_artifacts(run_id, str(work / MODEL_ARTIFACT), MODEL_ARTIFACT)
+            plot = learning_curve(result.history, result.best_epoch, work / "learning_curve.png")
+            client.log_artifact(run_id, str(plot), "plots")
+            client.log_artifact(run_id, str(manifest), "data")
+    except BaseException:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    model_uri = f"{client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
+    log.info("run %s: test_auc %.4f test_gauc %.4f", run_id, final["test_auc"], final["test_gauc"])
+    return {"run_id": run_id, "model_uri": model_uri, "metrics": final, "model_name": cfg.model.name}

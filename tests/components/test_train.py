@@ -1,0 +1,126 @@
+"""The train step: one MLflow run under the state dir with params, metrics, tags, plot and model."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from seqrank.config import PipelineConfig, from_dict
+from seqrank.paths import StatePaths
+from tests.synthetic_training import write_training_ingest
+
+
+@pytest.fixture(scope="module")
+def ingest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_training_ingest(tmp_path_factory.mktemp("train") / "ingest", users=80, impressions=30)
+
+
+def tiny_config(state_dir: Path) -> PipelineConfig:
+    return from_dict(
+        {
+            "state_dir": str(state_dir),
+            "model": {
+                "name": "din",
+                "embedding_dim": 8,
+                "seq_len": 20,
+                "attention_hidden": [16, 8],
+                "mlp_hidden": [16],
+            },
+            "train": {
+                "epochs": 2,
+                "batch_size": 256,
+                "device": "cpu",
+                "experiment": "unit-train",
+                "patience": 5,
+            },
+        }
+    )
+
+
+def test_run_records_a_complete_mlflow_run(
+    ingest_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    from components import tracking, train
+    from training.data import load_ingest
+    from training.models import load_model
+    from training.trainer import evaluate
+
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)  # MLflow's defaults would write ./mlruns or ./mlflow.db here
+    cfg = tiny_config(tmp_path / "state")
+    result = train.run(ingest_dir, cfg, tags={"pipeline_run_id": "p-1"})
+
+    assert list(work.iterdir()) == []
+    paths = StatePaths(cfg.state_dir)
+    assert paths.mlflow_db.exists()
+    client = mlflow.MlflowClient(paths.mlflow_uri)
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name.startswith("din-")
+    assert run.info.artifact_uri.startswith(paths.mlflow_artifacts.as_uri())
+    assert result["model_uri"] == f"{run.info.artifact_uri}/model"
+    assert result["model_name"] == "din"
+
+    params = run.data.params
+    assert params["model.name"] == "din"
+    assert params["model.attention_hidden"] == "[16, 8]"
+    assert params["train.epochs"] == "2"
+
+    manifest_sha = hashlib.sha256((ingest_dir / "manifest.json").read_bytes()).hexdigest()
+    assert run.data.tags["data_manifest_sha256"] == manifest_sha
+    assert run.data.tags["pipeline_run_id"] == "p-1"
+
+    metrics = run.data.metrics
+    for name in ("train_loss", "valid_auc", "valid_gauc", "valid_logloss", "valid_calibration"):
+        history = client.get_metric_history(run.info.run_id, name)
+        assert [m.step for m in history] == [1, 2], name
+    for name in (
+        "test_auc",
+        "test_gauc",
+        "test_logloss",
+        "test_calibration",
+        "best_valid_gauc",
+        "best_epoch",
+    ):
+        assert name in metrics and name in result["metrics"], name
+        assert metrics[name] == pytest.approx(result["metrics"][name])
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert artifacts == {"model", "plots", "data"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} == {
+        "model/model.safetensors",
+        "model/model.json",
+    }
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/learning_curve.png"]
+
+    local = tracking.download(result["model_uri"], tmp_path / "download")
+    assert not list(local.rglob("*.pkl")) and not list(local.rglob("*.pt"))
+    model = load_model(local)
+    assert model.spec.name == "din" and model.spec.hparams["seq_len"] == 20
+    scored = evaluate(model, load_ingest(ingest_dir), "test")
+    assert scored["auc"] == pytest.approx(metrics["test_auc"], abs=1e-6)
+
+    png = tracking.download(f"{run.info.artifact_uri}/plots/learning_curve.png", tmp_path / "plot")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A second run lands in the same experiment.
+    again = train.run(ingest_dir, cfg)
+    assert client.get_run(again["run_id"]).info.experiment_id == run.info.experiment_id
+    assert again["run_id"] != result["run_id"]
+
+
+def test_run_refuses_data_without_manifest(ingest_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from components import train
+
+    copy = tmp_path / "ingest"
+    shutil.copytree(ingest_dir, copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"no manifest\.json"):
+        train.run(copy, tiny_config(tmp_path / "state"))

@@ -1,0 +1,112 @@
+"""A synthetic ingest output for the training tests, with a click signal only the history reveals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from seqrank.schema import BEHAVIORS, EXAMPLES, ITEMS, VOCAB
+from seqrank.storage import write_table
+
+T0 = 1_767_225_600_000  # 2026-01-01 in epoch ms
+SPAN = 30 * 86_400_000
+SIGNAL_WINDOW = 20  # the label looks at this many latest behaviors
+
+
+def write_training_ingest(
+    out: Path,
+    users: int = 200,
+    items: int = 300,
+    categories: int = 12,
+    impressions: int = 40,
+    seed: int = 0,
+) -> Path:
+    """Write examples/, behaviors/, vocab/, items/ and manifest.json under `out`.
+
+    Each user's behaviors come mostly from two favourite categories. An impression is clicked with
+    probability 0.85 when the candidate's category appears among the user's last SIGNAL_WINDOW
+    behaviors before the impression, else 0.05: a model that reads the history by category can
+    learn it, one that ignores it cannot. Users 1..3 have no behaviors; the last two user ids are
+    in the vocab but have no behaviors row and no examples. Examples split by time 70/15/15.
+    """
+    rng = np.random.default_rng(seed)
+    item_category = np.concatenate(([0], rng.integers(1, categories + 1, size=items)))
+    by_category = [np.flatnonzero(item_category == c) for c in range(categories + 1)]
+    by_category = [c if len(c) else np.arange(1, items + 1) for c in by_category]
+
+    behavior_rows, example_rows = [], []
+    for user in range(1, users + 1):
+        n = 0 if user <= 3 else int(rng.integers(1, 60))
+        favourites = rng.choice(np.arange(1, categories + 1), size=2, replace=False)
+        picks = np.where(
+            rng.random(n) < 0.9, rng.choice(favourites, size=n), rng.integers(1, categories + 1, n)
+        )
+        seq_items = np.array([rng.choice(by_category[c]) for c in picks], dtype=np.int64)
+        seq_ts = T0 + np.sort(rng.choice(SPAN, size=n, replace=False))
+        behavior_rows.append(
+            {
+                "user": user,
+                "item": seq_items.tolist(),
+                "category": item_category[seq_items].tolist(),
+                "ts": seq_ts.tolist(),
+                "type": [1] * n,
+                "session": (np.arange(n) // 5).tolist(),
+            }
+        )
+        when = T0 + rng.integers(0, SPAN, size=impressions)
+        # Half of the candidates from the favourite categories, so both labels are common.
+        candidates = np.where(
+            rng.random(impressions) < 0.5,
+            [rng.choice(by_category[c]) for c in rng.choice(favourites, size=impressions)],
+            rng.integers(1, items + 1, size=impressions),
+        )
+        for k in range(impressions):
+            hist_end = int(np.searchsorted(seq_ts, when[k], side="left"))  # strictly before
+            recent = set(item_category[seq_items[max(0, hist_end - SIGNAL_WINDOW) : hist_end]].tolist())
+            item = int(candidates[k])
+            p_click = 0.85 if int(item_category[item]) in recent else 0.05
+            example_rows.append(
+                {
+                    "user": user,
+                    "item": item,
+                    "category": int(item_category[item]),
+                    "ts": int(when[k]),
+                    "label": int(rng.random() < p_click),
+                    "position": k % 10 + 1,
+                    "split": "",
+                    "hist_end": hist_end,
+                    "session": 0,
+                    "event_id": f"e{user}-{k}",
+                    "request_id": f"r{user}-{k // 10}",
+                }
+            )
+    stamps = np.array([row["ts"] for row in example_rows])
+    valid_from, test_from = np.quantile(stamps, [0.7, 0.85])
+    for row in example_rows:
+        row["split"] = "train" if row["ts"] < valid_from else ("valid" if row["ts"] < test_from else "test")
+
+    half = len(example_rows) // 2  # two files, as a Beam sink writes shards
+    examples = pa.Table.from_pylist(example_rows, EXAMPLES)
+    write_table(examples.slice(0, half), out / "examples" / "part-00000.parquet", EXAMPLES)
+    write_table(examples.slice(half), out / "examples" / "part-00001.parquet", EXAMPLES)
+    # Rows in reverse user order: readers must not rely on the file being sorted.
+    behaviors = pa.Table.from_pylist(behavior_rows[::-1], BEHAVIORS)
+    write_table(behaviors, out / "behaviors" / "part-00000.parquet", BEHAVIORS)
+
+    sizes = {"user": users + 2, "item": items, "category": categories, "brand": 5}
+    for entity, n in sizes.items():
+        rows = {"raw": [f"{entity}-{i}" for i in range(1, n + 1)], "index": list(range(1, n + 1))}
+        write_table(pa.table(rows), out / "vocab" / f"{entity}.parquet", VOCAB)
+    item_rows = {
+        "item": list(range(1, items + 1)),
+        "category": item_category[1:].tolist(),
+        "brand": (np.arange(items) % 5 + 1).tolist(),
+        "price": rng.uniform(1, 100, size=items).tolist(),
+    }
+    write_table(pa.table(item_rows), out / "items" / "part-00000.parquet", ITEMS)
+    manifest = {"examples": len(example_rows), "users": users, "items": items, "seed": seed}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return out

@@ -1,0 +1,390 @@
+"""Load an ingest output into numpy arrays and cut it into training batches (no per-sample Dataset).
+
+Examples are columns of numpy arrays; behaviors are CSR arrays (one offset range per user index).
+A batch slices the example columns by index and gathers each example's last `seq_len` behaviors
+before `hist_end` with one fancy-indexing call, right-aligned and PAD-padded as `Batch` in
+`training.models.base` describes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from seqrank.schema import BEHAVIORS, EXAMPLES, PAD, SPLITS, VOCAB, VOCAB_ENTITIES, check_schema
+from seqrank.storage import read_json
+
+# Keys a batch can hold, in the order of the convention in training/models/base.py.
+EXAMPLE_KEYS = ("user", "item", "category", "ts")
+HISTORY_KEYS = ("hist_item", "hist_category", "hist_ts")
+BATCH_KEYS = EXAMPLE_KEYS + HISTORY_KEYS
+# The vocab entity each id key indexes; keys absent here (ts, hist_ts) are not ids.
+KEY_ENTITY = {
+    "user": "user",
+    "item": "item",
+    "category": "category",
+    "hist_item": "item",
+    "hist_category": "category",
+}
+REQUIRED_VOCABS = ("user", "item", "category")
+
+_EXAMPLE_COLUMNS = ("user", "item", "category", "ts", "label", "position", "split", "hist_end", "session")
+_BEHAVIOR_COLUMNS = ("user", "item", "category", "ts")
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Labeled impressions as parallel columns, all of length N."""
+
+    user: np.ndarray  # (N,) int64 user index; also the row of the user's behaviors
+    item: np.ndarray  # (N,) int64
+    category: np.ndarray  # (N,) int64
+    ts: np.ndarray  # (N,) int64 epoch ms
+    label: np.ndarray  # (N,) float32 in {0, 1}
+    hist_end: np.ndarray  # (N,) int64: the user's behaviors strictly before ts
+    position: np.ndarray  # (N,) int32
+    session: np.ndarray  # (N,) int32
+    split: np.ndarray  # (N,) int8 index into seqrank.schema.SPLITS
+
+    def __post_init__(self) -> None:
+        lengths = {f.name: len(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"example columns differ in length: {lengths}")
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def take(self, index: np.ndarray | slice) -> Examples:
+        """The examples at `index` (an index array, boolean mask or slice)."""
+        return Examples(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
+
+
+@dataclass(frozen=True)
+class Behaviors:
+    """Every user's behaviors in time order, as CSR arrays.
+
+    User u's behaviors are `item[offsets[u]:offsets[u + 1]]` (likewise `category`, `ts`). Position 0
+    of the flat arrays is a PAD sentinel that belongs to no user, so offsets start at 1 and a
+    gather can send every padded slot to index 0 instead of masking each column separately.
+    """
+
+    offsets: np.ndarray  # (U + 1,) int64, offsets[0] == 1
+    item: np.ndarray  # (1 + E,) int64, item[0] == PAD
+    category: np.ndarray  # (1 + E,) int64
+    ts: np.ndarray  # (1 + E,) int64
+
+    def __post_init__(self) -> None:
+        if len(self.offsets) < 1 or self.offsets[0] != 1:
+            raise ValueError("behavior offsets must start at 1 (flat position 0 is the PAD sentinel)")
+        size = int(self.offsets[-1])
+        for name in ("item", "category", "ts"):
+            column = getattr(self, name)
+            if len(column) != size:
+                raise ValueError(f"behaviors.{name} has {len(column)} entries, offsets say {size}")
+            if column[0] != PAD:
+                raise ValueError(f"behaviors.{name}[0] = {column[0]}: must be the PAD sentinel {PAD}")
+
+    @classmethod
+    def from_lists(
+        cls, users: np.ndarray, lengths: np.ndarray, columns: Mapping[str, np.ndarray], num_users: int
+    ) -> Behaviors:
+        """Build CSR arrays from per-row lists: row r is user `users[r]` with `lengths[r]` behaviors.
+
+        Args:
+            users: (R,) user index of each row; each user at most once.
+            lengths: (R,) behaviors per row.
+            columns: "item", "category", "ts" → (sum(lengths),) values, row after row.
+            num_users: U, rows of the offsets table (the user vocab size).
+        """
+        users = np.asarray(users, dtype=np.int64)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if len(users) and (users.min() < 0 or users.max() >= num_users):
+            raise ValueError(f"behaviors.user holds indices outside [0, {num_users}) (the user vocab)")
+        if len(np.unique(users)) != len(users):
+            raise ValueError("behaviors holds more than one row for a user; expected one row per user")
+        per_user = np.zeros(num_users, dtype=np.int64)
+        per_user[users] = lengths
+        offsets = np.empty(num_users + 1, dtype=np.int64)
+        offsets[0] = 1
+        np.cumsum(per_user, out=offsets[1:])
+        offsets[1:] += 1
+        # Reorder the row-major values into user order: rows sorted by user, each row's range copied.
+        order = np.argsort(users, kind="stable")
+        row_start = np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(lengths) else lengths
+        sorted_lengths = lengths[order]
+        new_start = np.concatenate(([0], np.cumsum(sorted_lengths)[:-1])) if len(order) else sorted_lengths
+        total = int(lengths.sum())
+        source = np.repeat(row_start[order] - new_start, sorted_lengths) + np.arange(total)
+        flat = {}
+        for name in ("item", "category", "ts"):
+            values = np.asarray(columns[name], dtype=np.int64)
+            if len(values) != total:
+                raise ValueError(f"behaviors.{name} holds {len(values)} values, the lists add up to {total}")
+            flat[name] = np.concatenate(([PAD], values[source]))
+        return cls(offsets=offsets, **flat)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.offsets) - 1
+
+    def lengths(self, users: np.ndarray) -> np.ndarray:
+        """Number of behaviors of each user in `users`."""
+        return self.offsets[users + 1] - self.offsets[users]
+
+    def history_index(self, users: np.ndarray, hist_end: np.ndarray, seq_len: int) -> np.ndarray:
+        """Flat positions of each example's last `seq_len` behaviors before `hist_end`.
+
+        Returns (B, seq_len) int64, right-aligned: column -1 is behavior hist_end − 1; columns
+        before the user's first behavior point at the PAD sentinel 0. Never reaches hist_end.
+        """
+        start = self.offsets[users]  # (B,)
+        index = (start + hist_end)[:, None] + np.arange(-seq_len, 0)  # (B, L)
+        index[index < start[:, None]] = 0
+        return index
+
+
+@dataclass(frozen=True)
+class IngestData:
+    """An ingest output in memory: examples of every split, behaviors, vocab sizes, manifest.
+
+    `vocab_sizes` is what batches must respect: ids at or above it become PAD (see `restricted_to`).
+    """
+
+    examples: Examples
+    behaviors: Behaviors
+    vocab_sizes: dict[str, int]  # entity -> rows including PAD (max index + 1)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.examples) == 0:
+            raise ValueError(f"no examples in {self.path or 'the data'}: nothing to train or evaluate on")
+        missing = [e for e in REQUIRED_VOCABS if e not in self.vocab_sizes]
+        if missing:
+            raise ValueError(f"vocab sizes missing for {missing}; have {sorted(self.vocab_sizes)}")
+        if self.behaviors.num_users < self.vocab_sizes["user"]:
+            raise ValueError(
+                f"behaviors cover {self.behaviors.num_users} users, the user vocab has {self.vocab_sizes['user']}"
+            )
+        ex = self.examples
+        for name in ("user", "item", "category"):
+            column = getattr(ex, name)
+            if column.min() < 0:
+                raise ValueError(f"examples.{name} holds a negative index {column.min()}")
+        if ex.user.max() >= self.behaviors.num_users:
+            raise ValueError(
+                f"examples.user holds index {ex.user.max()}, behaviors cover {self.behaviors.num_users} users"
+            )
+        available = self.behaviors.lengths(ex.user)
+        bad = (ex.hist_end < 0) | (ex.hist_end > available)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"{int(bad.sum())} examples have hist_end outside [0, behaviors of their user], e.g. row "
+                f"{row}: user {ex.user[row]} has {available[row]} behaviors, hist_end = {ex.hist_end[row]}"
+            )
+
+    @functools.cached_property
+    def max_ids(self) -> dict[str, int]:
+        """Largest index present per entity, over examples and behaviors."""
+        b = self.behaviors
+        return {
+            "user": int(self.examples.user.max()),
+            "item": int(max(self.examples.item.max(), b.item.max())),
+            "category": int(max(self.examples.category.max(), b.category.max())),
+        }
+
+    def split(self, name: str) -> Examples:
+        """The examples of split `name` (train, valid or test); ValueError when it has none."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        rows = self.examples.split == SPLITS.index(name)
+        if not rows.any():
+            raise ValueError(f"split {name!r} has no examples in {self.path or 'the data'}")
+        return self.examples.take(rows)
+
+    def restricted_to(self, vocab_sizes: Mapping[str, int]) -> IngestData:
+        """The same data for a model built on smaller vocabularies: ids it never saw become PAD.
+
+        Used to score an older model (the champion) on data whose vocab has grown since.
+        """
+        sizes = dict(self.vocab_sizes)
+        for entity, size in vocab_sizes.items():
+            if entity in sizes:
+                sizes[entity] = min(sizes[entity], int(size))
+        return dataclasses.replace(self, vocab_sizes=sizes)
+
+
+class BatchBuilder:
+    """Slices examples into batches of tensors: example columns by index, histories by CSR gather.
+
+    Args:
+        data: the loaded ingest output (behaviors and vocab limits).
+        seq_len: L, history positions per example.
+        keys: batch keys to build (a subset of BATCH_KEYS); build only what the model reads.
+    """
+
+    def __init__(self, data: IngestData, seq_len: int, keys: Iterable[str] = BATCH_KEYS) -> None:
+        if seq_len <= 0:
+            raise ValueError(f"seq_len = {seq_len}: must be > 0")
+        self.keys = tuple(keys)
+        unknown = [k for k in self.keys if k not in BATCH_KEYS]
+        if unknown:
+            raise ValueError(f"batch keys {unknown} cannot be built; available: {', '.join(BATCH_KEYS)}")
+        self.behaviors = data.behaviors
+        self.seq_len = seq_len
+        # Only entities whose data holds ids beyond the limit need the (cheap but not free) clamp.
+        self._limits = {
+            entity: size for entity, size in data.vocab_sizes.items() if data.max_ids.get(entity, -1) >= size
+        }
+
+    def build(
+        self, examples: Examples, index: np.ndarray | slice
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One batch: (tensors keyed as in `keys`, labels (B,) float32)."""
+        users = examples.user[index]
+        columns: dict[str, np.ndarray] = {}
+        for key in self.keys:
+            if key in EXAMPLE_KEYS:
+                columns[key] = getattr(examples, key)[index]
+        history_keys = [k for k in self.keys if k in HISTORY_KEYS]
+        if history_keys:
+            flat = self.behaviors.history_index(users, examples.hist_end[index], self.seq_len)  # (B, L)
+            for key in history_keys:
+                columns[key] = getattr(self.behaviors, key.removeprefix("hist_"))[flat]
+        for key, values in columns.items():
+            limit = self._limits.get(KEY_ENTITY.get(key, ""))
+            if limit is not None:
+                columns[key] = np.where(values < limit, values, PAD)
+        batch = {key: _tensor(values) for key, values in columns.items()}
+        return batch, _tensor(examples.label[index])
+
+    def batches(
+        self,
+        examples: Examples,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        rng: np.random.Generator | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """Iterate over `examples` in batches, in order or shuffled with `rng`."""
+        if batch_size <= 0:
+            raise ValueError(f"batch_size = {batch_size}: must be > 0")
+        n = len(examples)
+        if n == 0:
+            raise ValueError("no examples to batch")
+        order = (rng or np.random.default_rng()).permutation(n) if shuffle else None
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            index = (
+                order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
+            )
+            yield self.build(examples, index)
+
+
+def _tensor(values: np.ndarray) -> torch.Tensor:
+    # A slice is a view of the loaded columns: copy it so a batch never aliases the data set.
+    return torch.from_numpy(values if values.flags.owndata else values.copy())
+
+
+def _read_columns(path: Path, schema: pa.Schema, columns: tuple[str, ...]) -> pa.Table:
+    # Read only the columns training uses (examples also carry string ids), checked against the contract.
+    if not path.exists():
+        raise FileNotFoundError(f"no data at {path}")
+    wanted = pa.schema([schema.field(name) for name in columns])
+    table = pq.read_table(path, columns=list(columns))
+    check_schema(table, wanted, str(path))
+    table = table.cast(wanted)
+    for name in columns:
+        if table.column(name).null_count:
+            raise ValueError(f"{path}: column {name!r} holds {table.column(name).null_count} nulls")
+    return table
+
+
+def _flat_list(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    lists = table.column(name).combine_chunks()
+    return (
+        pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64),
+        pc.list_flatten(lists).to_numpy(zero_copy_only=False),
+    )
+
+
+def _vocab_sizes(path: Path) -> dict[str, int]:
+    sizes = {}
+    for entity in VOCAB_ENTITIES:
+        file = path / "vocab" / f"{entity}.parquet"
+        if not file.exists():
+            if entity in REQUIRED_VOCABS:
+                raise FileNotFoundError(f"no vocab for {entity!r} at {file}")
+            continue
+        table = _read_columns(file, VOCAB, ("index",))
+        index = table.column("index").to_numpy()
+        sizes[entity] = int(index.max()) + 1 if len(index) else 1
+    return sizes
+
+
+def load_ingest(path: Path | str) -> IngestData:
+    """Read an ingest output directory (examples/, behaviors/, vocab/, manifest.json) into memory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no ingest output at {path}")
+    vocab_sizes = _vocab_sizes(path)
+
+    table = _read_columns(path / "examples", EXAMPLES, _EXAMPLE_COLUMNS)
+    if table.num_rows == 0:
+        raise ValueError(f"{path / 'examples'} holds no rows: nothing to train or evaluate on")
+    split_code = pc.index_in(table.column("split"), value_set=pa.array(SPLITS))
+    if split_code.null_count:
+        unknown = pc.unique(pc.filter(table.column("split"), pc.is_null(split_code))).to_pylist()
+        raise ValueError(f"examples.split holds {unknown}; expected one of {', '.join(SPLITS)}")
+
+    def column(name: str, dtype: type) -> np.ndarray:
+        return table.column(name).to_numpy().astype(dtype, copy=False)
+
+    examples = Examples(
+        user=column("user", np.int64),
+        item=column("item", np.int64),
+        category=column("category", np.int64),
+        ts=column("ts", np.int64),
+        label=column("label", np.float32),
+        hist_end=column("hist_end", np.int64),
+        position=column("position", np.int32),
+        session=column("session", np.int32),
+        split=split_code.to_numpy().astype(np.int8),
+    )
+    for name, entity in (("user", "user"), ("item", "item"), ("category", "category")):
+        _check_ids(getattr(examples, name), vocab_sizes[entity], f"examples.{name}")
+
+    behaviors_table = _read_columns(path / "behaviors", BEHAVIORS, _BEHAVIOR_COLUMNS)
+    lengths, items = _flat_list(behaviors_table, "item")
+    flat = {"item": items}
+    for name in ("category", "ts"):
+        other_lengths, flat[name] = _flat_list(behaviors_table, name)
+        if not np.array_equal(lengths, other_lengths):
+            raise ValueError(f"{path / 'behaviors'}: lists in column {name!r} differ in length from 'item'")
+    _check_ids(flat["item"], vocab_sizes["item"], "behaviors.item")
+    _check_ids(flat["category"], vocab_sizes["category"], "behaviors.category")
+    behaviors = Behaviors.from_lists(
+        behaviors_table.column("user").to_numpy(), lengths, flat, num_users=vocab_sizes["user"]
+    )
+
+    manifest_file = path / "manifest.json"
+    manifest = read_json(manifest_file) if manifest_file.exists() else {}
+    return IngestData(examples, behaviors, vocab_sizes, manifest, path)
+
+
+def _check_ids(values: np.ndarray, size: int, what: str) -> None:
+    if len(values) and (values.min() < 0 or values.max() >= size):
+        bad = values.min() if values.min() < 0 else values.max()
+        raise ValueError(f"{what} holds index {bad}, outside the vocab [0, {size})")

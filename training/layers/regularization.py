@@ -1,0 +1,43 @@
+"""Mini-batch aware L2 regularization of embedding tables (DIN, Zhou et al. 2018)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import torch
+
+from seqrank.schema import PAD
+
+if TYPE_CHECKING:
+    from training.layers.embedding import Embedding
+
+
+def batch_embedding_l2(pairs: Iterable[tuple[Embedding, torch.Tensor]]) -> torch.Tensor:
+    """Sum of squared L2 norms of the embedding rows the batch reads, each row counted once.
+
+    Full L2 over a table of millions of rows would touch every row every step; DIN's mini-batch
+    aware regularizer only penalises the rows a batch uses. The paper additionally scales each row
+    by 1/n_j (its frequency in the training data); we penalise used rows uniformly, which keeps the
+    regularizer free of data statistics the model artifact would have to carry. PAD is excluded.
+
+    Args:
+        pairs: (table, ids) for every id tensor the batch looks up; several id tensors may share
+            a table (target item and history items).
+
+    Returns: a scalar tensor; multiply by the L2 weight.
+    """
+    by_table: dict[int, tuple[Embedding, list[torch.Tensor]]] = {}
+    for table, ids in pairs:
+        by_table.setdefault(id(table), (table, []))[1].append(table.rows(ids).reshape(-1))
+    total: torch.Tensor | None = None
+    for table, id_list in by_table.values():
+        used = torch.zeros(table.weight.shape[0], dtype=torch.bool, device=table.weight.device)
+        for ids in id_list:
+            used[ids] = True
+        used[PAD] = False
+        term = table.weight[used].square().sum()
+        total = term if total is None else total + term
+    if total is None:
+        raise ValueError("batch_embedding_l2 needs at least one (table, ids) pair")
+    return total

@@ -1,0 +1,59 @@
+"""Embedding&MLP baseline (GwEN): the base model of the DIN paper (Zhou et al., KDD 2018)."""
+
+from __future__ import annotations
+
+import torch
+
+from training.layers import MLP, BehaviorEmbeddings
+from training.layers.hparams import l2_weight, layer_sizes, positive_int
+from training.models import register
+from training.models.base import Batch, CtrModel, ModelSpec
+
+POOLINGS = ("sum", "mean")
+
+
+@register("emb_mlp")
+class EmbMLP(CtrModel):
+    """Embedding&MLP: history pooled without regard to the candidate, then an MLP.
+
+    The baseline DIN improves on (Zhou et al. 2018, fig. 2 left): every behavior counts the
+    same whatever is being ranked. Notation: B batch, L history length, D embedding_dim.
+
+        user      (B, D)
+        target    (B, 2D)       [item ⊕ category] of the candidate
+        history   (B, L, 2D)    PAD rows are zero vectors
+        pooled    (B, 2D)       sum (the paper) or mean over the real behaviors
+        MLP([user, pooled, target]) with PReLU → logit (B,)
+
+    Hparams: embedding_dim, seq_len, mlp_hidden, optional pooling ("sum" or "mean", default
+    "sum") and embedding_l2 (mini-batch aware L2 weight, as in DIN).
+    """
+
+    required_inputs = ("user", "item", "category", "hist_item", "hist_category")
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        hp = spec.hparams
+        dim = positive_int(hp, "embedding_dim")
+        self.seq_len = positive_int(hp, "seq_len")
+        self.l2 = l2_weight(hp)
+        self.pooling = hp.get("pooling", "sum")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"hparams['pooling'] = {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
+        self.embeddings = BehaviorEmbeddings(spec.vocab_sizes, dim)
+        self.mlp = MLP(5 * dim, layer_sizes(hp, "mlp_hidden"), activation="prelu", out_dim=1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Logits (B,) for a batch holding `required_inputs` (see training.models.base)."""
+        user = self.embeddings.user(batch)  # (B, D)
+        target, history, mask = self.embeddings.target_and_history(batch)  # (B, 2D), (B, L, 2D), (B, L)
+        pooled = history.sum(dim=1)  # (B, 2D); PAD rows are zero
+        if self.pooling == "mean":
+            pooled = pooled / mask.sum(dim=1, keepdim=True).clamp(min=1).to(pooled.dtype)
+        return self.mlp(torch.cat([user, pooled, target], dim=1)).squeeze(1)
+
+    def regularization(self, batch: Batch) -> torch.Tensor:
+        """embedding_l2 · Σ ||w||² over the embedding rows this batch reads."""
+        if self.l2 == 0.0:
+            return super().regularization(batch)
+        return self.l2 * self.embeddings.batch_l2(batch)
