@@ -7,7 +7,6 @@ subprocess runner uses the current environment instead.
 """
 
 import os
-from typing import NamedTuple
 
 from kfp import dsl
 
@@ -83,11 +82,12 @@ def train_step(
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def gate_step(
-    config_yaml: str, run_id: str, data: dsl.Input[dsl.Dataset], challenger_run_id: str
-) -> NamedTuple("GateOutputs", [("promote", bool), ("reason", str)]):  # type: ignore[valid-type]
-    """Challenger vs champion on the same test data."""
-    from collections import namedtuple
+def gate_step(config_yaml: str, run_id: str, data: dsl.Input[dsl.Dataset], challenger_run_id: str) -> bool:
+    """Challenger vs champion on the same test data; True means promote.
+
+    One plain output on purpose: kfp's local runner resolves `dsl.If` conditions only on a task's
+    single `Output`, not on named outputs. The reason is in the step summary and the MLflow run.
+    """
     from pathlib import Path
 
     from components.evaluate import gate
@@ -96,8 +96,7 @@ def gate_step(
     cfg, paths = step_config(config_yaml)
     report = gate.run(Path(data.path), challenger_run_id, cfg)
     finish(paths, run_id, "gate", report)
-    outputs = namedtuple("GateOutputs", ["promote", "reason"])
-    return outputs(report["promote"], report["reason"])
+    return bool(report["promote"])
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

@@ -16,7 +16,7 @@ def seqrank_pipeline(config_yaml: str, run_id: str, inputs: list, users: str = "
     gate = gate_step(
         config_yaml=config_yaml, run_id=run_id, data=data, challenger_run_id=train.outputs["Output"]
     )
-    with dsl.If(gate.outputs["promote"] == True):  # noqa: E712 - kfp builds a condition from ==
+    with dsl.If(gate.output == True):  # noqa: E712 - kfp builds a condition from ==
         deploy_step(
             config_yaml=config_yaml, run_id=run_id, data=data, challenger_run_id=train.outputs["Output"]
         ).after(features)

@@ -25,7 +25,7 @@ from seqrank.schema import BEHAVIORS, EXAMPLES, PAD, SPLITS, VOCAB, VOCAB_ENTITI
 from seqrank.storage import read_json
 
 # Keys a batch can hold, in the order of the convention in training/models/base.py.
-EXAMPLE_KEYS = ("user", "item", "category", "ts")
+EXAMPLE_KEYS = ("user", "item", "category", "ts", "position")
 HISTORY_KEYS = ("hist_item", "hist_category", "hist_ts")
 BATCH_KEYS = EXAMPLE_KEYS + HISTORY_KEYS
 # The vocab entity each id key indexes; keys absent here (ts, hist_ts) are not ids.

@@ -121,7 +121,10 @@ def batch_keys(model: CtrModel) -> tuple[str, ...]:
             f"model {model.spec.name!r} requires batch keys {missing}, which training batches do not "
             f"provide; they provide: {', '.join(BATCH_KEYS)}"
         )
-    return tuple(model.required_inputs)
+    optional = [
+        key for key in model.optional_inputs if key in BATCH_KEYS and key not in model.required_inputs
+    ]
+    return (*model.required_inputs, *optional)
 
 
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:

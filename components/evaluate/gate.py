@@ -41,9 +41,8 @@ def decide(cfg: GateConfig, challenger: float, champion: float | None) -> GateDe
 def run(data_dir: Path, challenger_run_id: str, cfg: PipelineConfig) -> dict[str, Any]:
     """Evaluate both models on this run's test split, record the decision on the challenger's run."""
     from training.data import load_ingest
-    from training.trainer import evaluate
-
     from training.models import load_model
+    from training.trainer import evaluate
 
     paths = StatePaths(cfg.state_dir)
     client = tracking.client(paths)
@@ -75,7 +74,7 @@ def run(data_dir: Path, challenger_run_id: str, cfg: PipelineConfig) -> dict[str
     return {
         **asdict(decision),
         "challenger_run_id": challenger_run_id,
-        "champion_version": None if version is None else version.version,
+        "champion_version": None if version is None else str(version.version),
         "challenger_metrics": challenger_metrics,
         "champion_metrics": champion_metrics,
     }

@@ -19,13 +19,14 @@ from seqrank.report import load_steps
 pytestmark = pytest.mark.slow
 
 TINY = [
-    "generator.users=150",
+    "generator.users=300",
     "generator.items=300",
     "generator.categories=12",
-    "generator.days=8",
+    "generator.days=10",
     "generator.seed=3",
-    "train.epochs=2",
+    "train.epochs=3",
     "train.batch_size=256",
+    "train.lr=0.01",
     "validate.min_examples=100",
     "features.max_sequence_length=200",
     "features.category_k=50",
@@ -49,11 +50,13 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_every_step_ran_and_model_learned(pipeline_run) -> None:
-    cfg, paths = pipeline_run
+    _, paths = pipeline_run
     steps = load_steps(paths, "first")
     assert set(steps) == {"ingest", "validate", "features", "train", "gate", "deploy"}
     manifest = steps["ingest"]
-    assert manifest["read"] == manifest["accepted"] + sum(manifest["rejected"].values()) + manifest["duplicates"]
+    assert (
+        manifest["read"] == manifest["accepted"] + sum(manifest["rejected"].values()) + manifest["duplicates"]
+    )
 
     import mlflow
 

@@ -71,5 +71,5 @@ def test_bad_files_and_override_syntax(tmp_path: Path) -> None:
     listed.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_config(listed)
-    with pytest.raises(ConfigError, match="expected section.field=value"):
+    with pytest.raises(ConfigError, match=r"expected section\.field=value"):
         parse_overrides(["train.epochs"])

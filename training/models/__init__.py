@@ -20,7 +20,9 @@ def register(name: str):
 
     def wrap(cls: type[CtrModel]) -> type[CtrModel]:
         if name in MODELS:
-            raise ValueError(f"model name {name!r} registered twice ({MODELS[name].__name__}, {cls.__name__})")
+            raise ValueError(
+                f"model name {name!r} registered twice ({MODELS[name].__name__}, {cls.__name__})"
+            )
         MODELS[name] = cls
         return cls
 

@@ -13,9 +13,15 @@ from torch import nn
 #   user, item, category, ts      (B,)   int64 dense indices / epoch ms of the impression
 #   hist_item, hist_category, hist_ts   (B, L) int64, right-aligned: the most recent behavior is at
 #                                  [:, -1]; missing positions on the left are PAD (0).
+#   position                      (B,)   int   optional: the slot the impression was shown in
+#                                  (1-based; <= 0 when unknown). Training and evaluation on logged
+#                                  impressions pass it; serving does not.
 # Histories are the user's behaviors strictly before `ts` (training gathers them with hist_end;
 # serving reads them from the Feast online store), so both see exactly the same tensors.
 Batch = dict[str, torch.Tensor]
+
+# Positions past this share the last bias row; logged slates are far shorter.
+MAX_POSITION = 64
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,25 @@ class CtrModel(nn.Module):
 
     # Batch keys the model cannot run without; the trainer checks them to fail with a clear error.
     required_inputs: tuple[str, ...] = ("user", "item", "category")
+    # Keys a model reads when the batch has them.
+    optional_inputs: tuple[str, ...] = ("position",)
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.spec = spec
+        # Position bias as a separate shallow term (YouTube's "Recommending What Video to Watch Next",
+        # RecSys 2019; PAL, RecSys 2019): logged clicks depend strongly on the slot, which the model
+        # must explain away while training, but at serving time every candidate would share one
+        # slot, so the term is left out there and the ranking is position-free.
+        self.position_bias = nn.Embedding(MAX_POSITION + 1, 1)
+        nn.init.zeros_(self.position_bias.weight)
+
+    def position_logit(self, batch: Batch) -> torch.Tensor:
+        """The position bias (B,) when the batch carries positions, else a scalar 0."""
+        position = batch.get("position")
+        if position is None:
+            return torch.zeros((), device=self.position_bias.weight.device)
+        return self.position_bias(position.long().clamp(0, MAX_POSITION)).squeeze(-1)
 
     def forward(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

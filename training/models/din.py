@@ -48,7 +48,7 @@ class DIN(CtrModel):
         target, history, mask = self.embeddings.target_and_history(batch)  # (B, 2D), (B, L, 2D), (B, L)
         interest = self.attention(target, history, mask)  # (B, 2D)
         features = torch.cat([user, interest, target, interest * target], dim=1)  # (B, 7D)
-        return self.mlp(features).squeeze(1)
+        return self.mlp(features).squeeze(1) + self.position_logit(batch)
 
     def regularization(self, batch: Batch) -> torch.Tensor:
         """embedding_l2 · Σ ||w||² over the embedding rows this batch reads."""

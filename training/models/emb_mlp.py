@@ -50,7 +50,7 @@ class EmbMLP(CtrModel):
         pooled = history.sum(dim=1)  # (B, 2D); PAD rows are zero
         if self.pooling == "mean":
             pooled = pooled / mask.sum(dim=1, keepdim=True).clamp(min=1).to(pooled.dtype)
-        return self.mlp(torch.cat([user, pooled, target], dim=1)).squeeze(1)
+        return self.mlp(torch.cat([user, pooled, target], dim=1)).squeeze(1) + self.position_logit(batch)
 
     def regularization(self, batch: Batch) -> torch.Tensor:
         """embedding_l2 · Σ ||w||² over the embedding rows this batch reads."""
