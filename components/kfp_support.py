@@ -9,14 +9,16 @@ import yaml
 
 from seqrank.config import PipelineConfig, from_dict
 from seqrank.log import setup_logging
-from seqrank.paths import StatePaths
+from seqrank.paths import StatePaths, keep_state_local
 from seqrank.storage import read_json, write_json
 
 
 def step_config(config_yaml: str) -> tuple[PipelineConfig, StatePaths]:
     setup_logging()
     cfg = from_dict(yaml.safe_load(config_yaml), "pipeline parameter config_yaml")
-    return cfg, StatePaths(cfg.state_dir)
+    paths = StatePaths(cfg.state_dir)
+    keep_state_local(paths)
+    return cfg, paths
 
 
 def summary_path(paths: StatePaths, run_id: str, step: str):

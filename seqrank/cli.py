@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from seqrank.config import ConfigError, PipelineConfig, load_config
+from seqrank.paths import StatePaths, keep_state_local
 
 CONFIG_HELP = "YAML config (default: the packaged laptop config)."
 SET_HELP = "Override a config field, e.g. --set train.epochs=5 (repeatable)."
@@ -26,7 +27,9 @@ def _config(config: str | None, overrides: tuple[str, ...], **fields: Any) -> Pi
     except ConfigError as err:
         raise click.ClickException(str(err)) from None
     # Steps run in subprocesses with other working directories: pin the state dir absolutely.
-    return cfg.model_copy(update={"state_dir": cfg.state_dir.resolve()})
+    cfg = cfg.model_copy(update={"state_dir": cfg.state_dir.resolve()})
+    keep_state_local(StatePaths(cfg.state_dir))
+    return cfg
 
 
 def _console():
@@ -91,7 +94,6 @@ def generate(users, items, days, seed, out: Path, config, overrides) -> None:
 def ingest(inputs, out: Path, fmt: str, users, items, config, overrides) -> None:
     """Run the Beam ingest step alone and print its reconciliation."""
     from components import ingest as ingest_step
-    from seqrank.paths import StatePaths
 
     cfg = _config(config, overrides)
     manifest = ingest_step.run(
@@ -140,7 +142,6 @@ def train(model, data: Path, config, overrides) -> None:
 def _generated_logs(cfg: PipelineConfig) -> Path:
     """Generate logs for the config's generator settings once; later runs reuse them."""
     from seqrank.generator import generate as run_generator
-    from seqrank.paths import StatePaths
 
     key = hashlib.sha256(cfg.generator.model_dump_json().encode()).hexdigest()[:12]
     out = StatePaths(cfg.state_dir).raw / f"generated-{key}"
@@ -192,7 +193,6 @@ def serve(bundle, feast_dir, host, port, config, overrides) -> None:
     """Serve the champion model: POST /rank {"user_id", "candidates": [...]}."""
     from serving.app import serve as run_server
 
-    from seqrank.paths import StatePaths
 
     cfg = _config(config, overrides, **{"serve.host": host, "serve.port": port})
     paths = StatePaths(cfg.state_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,3 +63,16 @@ class StatePaths:
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs / run_id
+
+
+def keep_state_local(paths: StatePaths) -> None:
+    """Point the libraries' own caches into the state dir and switch off their telemetry.
+
+    MLflow writes an installation id and matplotlib a font cache under $HOME otherwise; the steps
+    run in subprocesses, which inherit this environment.
+    """
+    os.environ.setdefault("MPLCONFIGDIR", str(paths.root / "cache" / "matplotlib"))
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("FEAST_USAGE", "False")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
