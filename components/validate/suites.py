@@ -34,11 +34,11 @@ def behaviors_frame(behaviors: pa.Table) -> pd.DataFrame:
     """One row per user with scalar facts about the list columns (GX expectations are columnar)."""
     lengths = {c: pc.list_value_length(behaviors.column(c)).to_numpy() for c in ("item", "category", "ts")}
     ts = behaviors.column("ts").combine_chunks()
-    offsets = ts.offsets.to_numpy()
-    flat = ts.values.to_numpy()
+    flat = pc.list_flatten(ts).to_numpy()
+    offsets = ts.offsets.to_numpy() - ts.offsets[0].as_py()  # a sliced array's offsets start later
     # A user's ts are sorted when no step inside the user's range goes backwards; steps that cross
-    # from one user to the next are not steps of either.
-    backwards = np.diff(flat) < 0
+    # from one user to the next are not steps of either. backwards[i] compares flat[i], flat[i + 1].
+    backwards = np.append(np.diff(flat) < 0, False)
     boundaries = offsets[1:-1] - 1
     backwards[boundaries[(boundaries >= 0) & (boundaries < len(backwards))]] = False
     cum = np.concatenate([[0], np.cumsum(backwards)])

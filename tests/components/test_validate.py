@@ -9,19 +9,19 @@ import pytest
 
 from components import validate
 from seqrank.config import ValidateConfig
-from tests.synthetic import write_ingest_dir
+from tests.synthetic_training import write_training_ingest
 
 CFG = ValidateConfig(min_examples=10)
 
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    return write_ingest_dir(tmp_path / "ingest")
+    return write_training_ingest(tmp_path / "ingest")
 
 
 def _rewrite(path: Path, fn) -> None:
-    part = next(path.glob("*.parquet"))
-    pq.write_table(fn(pq.read_table(part)), part)
+    for part in sorted(path.glob("*.parquet")):
+        pq.write_table(fn(pq.read_table(part)), part)
 
 
 def test_clean_data_passes_and_writes_data_docs(data: Path, tmp_path: Path) -> None:
@@ -80,3 +80,18 @@ def test_missing_split_fails(data: Path) -> None:
     _rewrite(data / "examples", lambda t: t.filter(pc.not_equal(t.column("split"), "test")))
     with pytest.raises(validate.ValidationFailed, match="expect_column_distinct_values_to_contain_set"):
         validate.run(data, CFG)
+
+
+def test_sortedness_ignores_user_boundaries_and_empty_users() -> None:
+    from components.validate.suites import behaviors_frame
+
+    table = pa.table(
+        {
+            "user": [1, 2, 3, 4, 5],
+            "item": [[1, 2], [], [3, 4, 5], [6], []],
+            "category": [[1, 1], [], [2, 2, 2], [1], []],
+            "ts": [[5, 6], [], [9, 3, 10], [1], []],
+        }
+    )
+    assert behaviors_frame(table)["ts_sorted"].tolist() == [True, True, False, True, True]
+    assert behaviors_frame(table.slice(2))["ts_sorted"].tolist() == [False, True, True]
