@@ -114,7 +114,7 @@ def validate_frames(
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=name, data=batch, suite=context.suites.add(suite()))
         )
-        actions = (
+        actions: list[Any] = (
             [gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["seqrank"])] if docs_dir else []
         )
         checkpoint = context.checkpoints.add(
