@@ -26,7 +26,9 @@ def load_steps(paths: StatePaths, run_id: str) -> dict[str, dict[str, Any]]:
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
+    return str(value)
 
 
 def print_run_summary(console: Console, cfg: PipelineConfig, run_id: str, seconds: float) -> None:
@@ -64,21 +66,38 @@ def print_run_summary(console: Console, cfg: PipelineConfig, run_id: str, second
     if missing:
         table.add_row("not run", ", ".join(missing))
     console.print(table)
-    console.print(f"state dir:  {paths.root}")
-    console.print(f"MLflow UI:  mlflow ui --backend-store-uri {paths.mlflow_uri}")
+    # soft_wrap: commands must stay on one line to be copied.
+    console.print(f"state dir:  {paths.root}", soft_wrap=True)
+    console.print(f"MLflow UI:  mlflow ui --backend-store-uri {paths.mlflow_uri}", soft_wrap=True)
     if (paths.champion_bundle / "bundle.json").exists():
-        port = cfg.serve.port
-        console.print(f"serve:      seqrank serve --set state_dir={paths.root}")
+        ingest_dir = Path(steps["ingest"]["output"]) if "output" in steps.get("ingest", {}) else None
+        request = json.dumps(example_request(paths.champion_bundle, ingest_dir))
+        console.print(f"serve:      seqrank serve --set state_dir={paths.root}", soft_wrap=True)
         console.print(
-            f"then:       curl -s localhost:{port}/rank -H 'content-type: application/json' "
-            f"-d '{json.dumps(example_request(paths.champion_bundle))}'"
+            f"then:       curl -s localhost:{cfg.serve.port}/rank -H 'content-type: application/json' "
+            f"-d '{request}'",
+            soft_wrap=True,
         )
 
 
-def example_request(bundle: Path, candidates: int = 5) -> dict[str, Any]:
-    """A ranking request for a real user and items of the bundle's vocab, for the printed example."""
+def example_request(bundle: Path, ingest_dir: Path | None = None, candidates: int = 5) -> dict[str, Any]:
+    """A ranking request for the user with the longest history (when the ingest output is at hand)
+    and a few items of the bundle's vocab, for the printed example."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    users = pq.read_table(bundle / "vocab" / "user.parquet").column("raw").to_pylist()
+    users = pq.read_table(bundle / "vocab" / "user.parquet")
     items = pq.read_table(bundle / "vocab" / "item.parquet").column("raw").to_pylist()
-    return {"user_id": users[0] if users else "u0", "candidates": items[:candidates]}
+    user_id = users.column("raw")[0].as_py() if users.num_rows else "unknown-user"
+    if ingest_dir is not None and (ingest_dir / "behaviors").exists():
+        behaviors = pq.read_table(ingest_dir / "behaviors", columns=["user", "item"])
+        if behaviors.num_rows:
+            longest = pc.index(
+                pc.list_value_length(behaviors.column("item")),
+                pc.max(pc.list_value_length(behaviors.column("item"))),
+            ).as_py()
+            index = behaviors.column("user")[longest].as_py()
+            match = pc.index(users.column("index"), index).as_py()
+            if match >= 0:
+                user_id = users.column("raw")[match].as_py()
+    return {"user_id": user_id, "candidates": items[:candidates]}
