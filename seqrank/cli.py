@@ -193,7 +193,6 @@ def serve(bundle, feast_dir, host, port, config, overrides) -> None:
     """Serve the champion model: POST /rank {"user_id", "candidates": [...]}."""
     from serving.app import serve as run_server
 
-
     cfg = _config(config, overrides, **{"serve.host": host, "serve.port": port})
     paths = StatePaths(cfg.state_dir)
     bundle = bundle or paths.champion_bundle
@@ -233,6 +232,44 @@ def schedule(host: str, cron: str, inputs, config, overrides) -> None:
 def show_config(config, overrides) -> None:
     """Print the effective, validated config."""
     click.echo(_config(config, overrides).to_yaml())
+
+
+@main.group()
+def bench() -> None:
+    """Measure the speed budgets of the design (JSON with --json)."""
+
+
+def _emit(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for key, value in result.items():
+            click.echo(f"{key:>28}  {value}")
+
+
+@bench.command(name="train")
+@click.option("--model", default="din", show_default=True, help="Registry name.")
+@click.option("--seq-len", type=int, default=100, show_default=True, help="History length L.")
+@click.option("--dim", type=int, default=16, show_default=True, help="Embedding dim D.")
+@click.option("--batch", type=int, default=1024, show_default=True, help="Batch size.")
+@click.option("--steps", type=int, default=20, show_default=True, help="Timed steps per round.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True)
+@click.option("--reference/--no-reference", default=True, help="Also time a straightforward DIN.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_train(model, seq_len, dim, batch, steps, precision, reference, as_json) -> None:
+    """Training samples/s on synthetic batches, beside a reference DIN in the same process."""
+    from benchmarks.bench_train import benchmark_train
+
+    result = benchmark_train(
+        model=model,
+        seq_len=seq_len,
+        dim=dim,
+        batch=batch,
+        steps=steps,
+        precision=precision,
+        reference=reference,
+    )
+    _emit(result, as_json)
 
 
 if __name__ == "__main__":

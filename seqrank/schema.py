@@ -106,6 +106,21 @@ ITEMS = pa.schema(
     ]
 )
 
+# item_stats/: point-in-time daily snapshots of item statistics. A row for (item, day) holds the
+# counts of that UTC day and the running totals up to its end; `ts` is the end of the day in epoch
+# ms, the moment the numbers became known (Feast's event timestamp), so a training example only
+# sees snapshots taken before it.
+ITEM_STATS = pa.schema(
+    [
+        pa.field("item", pa.int64(), nullable=False),
+        pa.field("ts", pa.int64(), nullable=False),
+        pa.field("impressions_1d", pa.int64(), nullable=False),
+        pa.field("clicks_1d", pa.int64(), nullable=False),
+        pa.field("impressions_total", pa.int64(), nullable=False),
+        pa.field("clicks_total", pa.int64(), nullable=False),
+    ]
+)
+
 # The generator's oracle: the true click probability of every impression it wrote, and the
 # same probability restricted to what the user's last 50 behaviors reveal (docs/generator.md).
 ORACLE = pa.schema(
