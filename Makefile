@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/mypy seqrank training serving
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python -m benchmarks.run_all
 
 clean:
 	rm -rf .seqrank
