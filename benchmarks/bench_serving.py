@@ -20,8 +20,8 @@ import httpx
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from bench_features import make_ingest, percentiles
 
+from benchmarks.bench_features import make_ingest, percentiles
 from seqrank.config import FeatureConfig, ModelConfig, ServeConfig
 
 BUDGET_P99_MS = 10.0
