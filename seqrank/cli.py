@@ -135,7 +135,7 @@ def train(model, data: Path, config, overrides) -> None:
     from components import train as train_step
 
     cfg = _config(config, overrides, **{"model.name": model})
-    result = train_step.run(data, cfg, tags={"source": "cli"})
+    result = train_step.run(data, cfg, tags={"source": "cli"}, progress=sys.stderr.isatty())
     click.echo(json.dumps(result, indent=2, default=str))
 
 

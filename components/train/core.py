@@ -61,7 +61,9 @@ def learning_curve(history: list[dict[str, float]], best_epoch: int, target: Pat
     return target
 
 
-def run(ingest_dir: Path, cfg: PipelineConfig, *, tags: dict[str, str] | None = None) -> dict[str, Any]:
+def run(
+    ingest_dir: Path, cfg: PipelineConfig, *, tags: dict[str, str] | None = None, progress: bool = False
+) -> dict[str, Any]:
     """Train `cfg.model` on `ingest_dir` as one MLflow run in `cfg.train.experiment`.
 
     The run holds the flattened config as params, per-epoch metrics (train_loss, valid_auc,
@@ -110,7 +112,13 @@ def run(ingest_dir: Path, cfg: PipelineConfig, *, tags: dict[str, str] | None = 
         for start in range(0, len(params), _BATCH):
             client.log_batch(run_id, params=params[start : start + _BATCH])
 
-        result = fit(data, cfg.model, cfg.train, on_epoch=lambda epoch, metrics: log_metrics(metrics, epoch))
+        result = fit(
+            data,
+            cfg.model,
+            cfg.train,
+            on_epoch=lambda epoch, metrics: log_metrics(metrics, epoch),
+            progress=progress,
+        )
 
         final = {
             "best_epoch": float(result.best_epoch),
