@@ -46,7 +46,10 @@ def validate_step(
     from components.kfp_support import finish, step_config
 
     cfg, paths = step_config(config_yaml)
-    report = validate.run(Path(data.path), cfg.validate_, docs_dir=Path(docs.path))
+    report = validate.run(
+        Path(data.path), cfg.validate_, docs_dir=Path(docs.path), against=paths.accepted_validation
+    )
+    validate.accept(Path(docs.path), paths.accepted_validation)
     return finish(paths, run_id, "validate", report)
 
 

@@ -32,6 +32,11 @@ class StatePaths:
         return self.root / "vocab"
 
     @property
+    def accepted_validation(self) -> Path:
+        """The data profile of the last run that passed validation; drift is measured against it."""
+        return self.root / "validation" / "accepted"
+
+    @property
     def kfp_root(self) -> Path:
         return self.root / "kfp"
 

@@ -13,7 +13,7 @@ import great_expectations as gx
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
-from components.validate import suites
+from components.validate import drift, suites
 from seqrank.config import ValidateConfig
 from seqrank.schema import BEHAVIORS, EXAMPLES
 from seqrank.storage import read_table, write_json
@@ -126,8 +126,28 @@ def validate_frames(
     return failures
 
 
-def run(data_dir: Path, cfg: ValidateConfig, docs_dir: Path | None = None) -> dict[str, Any]:
-    """Validate examples and behaviors of an ingest output; raise `ValidationFailed` on any failure."""
+def _drift_findings(current: dict[str, Any], against: Path | None, cfg: ValidateConfig) -> list[Any]:
+    if against is None or cfg.drift_action == "off":
+        return []
+    previous = drift.load_profile(against)
+    if previous is None and (Path(against) / "examples").exists():
+        previous = drift.examples_profile(read_table(Path(against) / "examples"))
+    if previous is None:
+        log.info("no profile at %s to compare with: drift check skipped", against)
+        return []
+    return drift.compare(current, previous, cfg)
+
+
+def run(
+    data_dir: Path, cfg: ValidateConfig, docs_dir: Path | None = None, against: Path | None = None
+) -> dict[str, Any]:
+    """Validate examples and behaviors of an ingest output; raise `ValidationFailed` on any failure.
+
+    With `against` (a previous validation output holding profile.json, or a previous ingest
+    output), this run's distributions are also compared with that run's; drift beyond the
+    configured bounds warns or fails as `cfg.drift_action` says. The run's own profile is written
+    to `docs_dir` so the next run can compare against it.
+    """
     start = time.perf_counter()
     data_dir = Path(data_dir)
     examples = read_table(data_dir / "examples")
@@ -142,6 +162,15 @@ def run(data_dir: Path, cfg: ValidateConfig, docs_dir: Path | None = None) -> di
         "behaviors": (suites.behaviors_frame(behaviors), lambda: suites.behaviors_suite(cfg)),
     }
     failures = validate_frames(frames, docs_dir)
+    # Drift is only meaningful (and computable) on data that passed the suites.
+    current = drift.examples_profile(examples) if not failures else None
+    findings = _drift_findings(current, against, cfg) if current is not None else []
+    if findings and cfg.drift_action == "fail":
+        failures += [
+            Failure("drift", f.measure, None, round(f.observed, 4), {"max_value": f.bound}) for f in findings
+        ]
+    for finding in findings:
+        log.warning("drift against %s: %s", against, finding.describe())
     docs_index = docs_dir / "index.html" if docs_dir else None
     report = {
         "success": not failures,
@@ -150,10 +179,21 @@ def run(data_dir: Path, cfg: ValidateConfig, docs_dir: Path | None = None) -> di
         "columns_checked": sorted(set(EXAMPLES.names) | set(BEHAVIORS.names)),
         "seconds": round(time.perf_counter() - start, 3),
         "data_docs": str(docs_index) if docs_index else None,
+        "drift": [f.describe() for f in findings],
+        "drift_against": str(against) if against else None,
     }
     if docs_dir is not None:
         write_json(Path(docs_dir) / "report.json", report)
+        if current is not None:
+            drift.save_profile(docs_dir, current)
     if failures:
         raise ValidationFailed(failures, docs_index)
     log.info("validation passed in %.1fs (%d examples)", report["seconds"], examples.num_rows)
     return report
+
+
+def accept(docs_dir: Path, accepted: Path) -> None:
+    """Make a passed run's profile the reference the next run's drift is measured against."""
+    profile = drift.load_profile(docs_dir)
+    if profile is not None:
+        drift.save_profile(accepted, profile)

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -95,3 +96,45 @@ def test_sortedness_ignores_user_boundaries_and_empty_users() -> None:
     )
     assert behaviors_frame(table)["ts_sorted"].tolist() == [True, True, False, True, True]
     assert behaviors_frame(table.slice(2))["ts_sorted"].tolist() == [False, True, True]
+
+
+def _examples(data: Path) -> pa.Table:
+    return pq.read_table(data / "examples")
+
+
+def _write_examples(data: Path, table: pa.Table) -> None:
+    for part in (data / "examples").glob("*.parquet"):
+        part.unlink()
+    pq.write_table(table, data / "examples" / "part-00000.parquet")
+
+
+def test_resample_of_the_same_data_shows_no_drift(data: Path, tmp_path: Path) -> None:
+    previous = tmp_path / "previous"
+    validate.run(data, CFG, docs_dir=previous)
+    table = _examples(data)
+    rng = np.random.default_rng(1)
+    _write_examples(data, table.take(np.sort(rng.choice(table.num_rows, table.num_rows, replace=True))))
+    report = validate.run(data, CFG.model_copy(update={"drift_action": "fail"}), against=previous)
+    assert report["drift"] == []
+
+
+def test_shifted_category_mix_is_drift(data: Path, tmp_path: Path) -> None:
+    previous = tmp_path / "previous"
+    validate.run(data, CFG, docs_dir=previous)
+    table = _examples(data)
+    category = table.column("category").to_numpy().copy()
+    category[: len(category) * 2 // 3] = 1
+    _write_examples(
+        data, table.set_column(table.schema.get_field_index("category"), "category", pa.array(category))
+    )
+    warned = validate.run(data, CFG, against=previous)
+    assert any("category mix" in d for d in warned["drift"])
+    with pytest.raises(validate.ValidationFailed, match=r"\[drift\] category mix Jensen-Shannon distance"):
+        validate.run(data, CFG.model_copy(update={"drift_action": "fail"}), against=previous)
+
+
+def test_drift_against_a_previous_ingest_output(data: Path, tmp_path: Path) -> None:
+    # A raw ingest output (no saved profile) works as the reference too.
+    report = validate.run(data, CFG, against=data)
+    assert report["drift"] == []
+    assert report["drift_against"] == str(data)
