@@ -52,6 +52,10 @@ class IngestConfig(_Section):
     max_rejected_share: float = Field(
         0.05, ge=0, le=1, description="fail the run when more than this share of records is rejected"
     )
+    adapter_negatives: int = Field(
+        4, ge=1, le=1000, description="negatives sampled per positive for data sets without impressions"
+    )
+    adapter_seed: int = Field(0, description="seed of that sampling: same seed, same examples")
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> IngestConfig:
@@ -68,6 +72,20 @@ class ValidateConfig(_Section):
     max_label_rate: float = Field(0.6, ge=0, le=1, description="a higher click rate means broken labels")
     max_null_rate: float = Field(0.0, ge=0, le=1, description="tolerated nulls in required columns")
     min_examples: int = Field(100, ge=1, description="fewer examples cannot train anything")
+    # Drift against the last accepted run (bounds on distances; see components/validate/drift.py).
+    drift_action: Literal["warn", "fail", "off"] = Field("warn", description="what drift beyond a bound does")
+    drift_max_category_js: float = Field(
+        0.1, ge=0, le=1, description="Jensen-Shannon distance of the category mix"
+    )
+    drift_max_ctr_change: float = Field(
+        0.25, ge=0, description="relative change of CTR, overall and per position"
+    )
+    drift_max_history_change: float = Field(
+        0.5, ge=0, description="relative change of history-length quantiles"
+    )
+    drift_max_new_user_share_change: float = Field(
+        0.1, ge=0, le=1, description="absolute change of new-user share"
+    )
 
 
 class FeatureConfig(_Section):
