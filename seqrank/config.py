@@ -139,6 +139,9 @@ class ServeConfig(_Section):
     port: int = Field(8700, gt=0, lt=65536)
     max_candidates: int = Field(1_000, gt=0, description="requests with more candidates get 413")
     max_body_bytes: int = Field(1_000_000, gt=0)
+    request_log_sample: float = Field(
+        0.01, ge=0, le=1, description="share of requests logged with their features for skew audits"
+    )
 
 
 class PipelineConfig(_Section):

@@ -63,6 +63,11 @@ class StatePaths:
         return self.root / "serving"
 
     @property
+    def request_log(self) -> Path:
+        """Sampled ranking requests with their features (`seqrank audit skew` reads them)."""
+        return self.serving / "requests"
+
+    @property
     def champion_bundle(self) -> Path:
         return self.serving / "champion"
 

@@ -22,6 +22,7 @@ from seqrank.config import ServeConfig
 from serving.bundle import Bundle, load_bundle
 from serving.features import OnlineFeatures
 from serving.ranking import build_batch, score
+from serving.request_log import RequestLog
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +106,11 @@ class BodyLimit:
 class Service:
     """The live state behind the app: the current bundle (swapped whole on reload) and the store."""
 
-    def __init__(self, bundle_dir: Path, feast_dir: Path) -> None:
+    def __init__(self, bundle_dir: Path, feast_dir: Path, request_log: RequestLog | None = None) -> None:
         self.bundle_dir = Path(bundle_dir)
         self.bundle: Bundle = load_bundle(self.bundle_dir)
         self.features = OnlineFeatures(feast_dir)
+        self.request_log = request_log
         self.last_reload_error: str | None = None
         self._reload_lock = threading.Lock()
 
@@ -136,22 +138,51 @@ class Service:
     def rank(self, request: RankRequest) -> dict[str, Any]:
         """The RankResponse for `request` as plain JSON-able data (items by score, descending)."""
         bundle = self.bundle  # one reference for the whole request, whatever a reload does meanwhile
-        sequence = self.features.user_sequence(bundle.user_index.get(request.user_id, 0))
-        batch = build_batch(bundle, request.user_id, request.candidates, sequence, self.now_ms())
+        user = bundle.user_index.get(request.user_id, 0)
+        sequence = self.features.user_sequence(user)
+        now = self.now_ms()
+        batch = build_batch(bundle, request.user_id, request.candidates, sequence, now)
         scores = score(bundle, batch)
         order = np.argsort(-scores, kind="stable").tolist()  # ties keep the caller's order
         ranked = scores[order].tolist()
         candidates = request.candidates
         items = [{"item_id": candidates[i], "score": s} for i, s in zip(order, ranked, strict=True)]
+        if self.request_log is not None and self.request_log.sampled():
+            self._log(request, user, now, sequence, int(batch["category"][order[0]]))
         return {"user_id": request.user_id, "model_version": bundle.model_version, "items": items}
 
+    def _log(
+        self, request: RankRequest, user: int, now: int, sequence: dict[str, np.ndarray], top_category: int
+    ) -> None:
+        """Log what the model read: the last seq_len behaviors, and the category sub-sequence the
+        SIM hard search would retrieve for the top candidate."""
+        assert self.request_log is not None
+        length = self.bundle.seq_len
+        sub = self.features.category_sequences(user, [top_category]).get(top_category, {})
+        self.request_log.write(
+            {
+                "ts": now,
+                "user_id": request.user_id,
+                "user": user,
+                "model_version": self.bundle.model_version,
+                "seq_len": length,
+                "features": {name: values[-length:] for name, values in sequence.items()},
+                "category": top_category,
+                "category_features": sub,
+            }
+        )
 
-def create_app(bundle_dir: Path, feast_dir: Path, cfg: ServeConfig) -> FastAPI:
+
+def create_app(
+    bundle_dir: Path, feast_dir: Path, cfg: ServeConfig, request_log_dir: Path | None = None
+) -> FastAPI:
     """The ranking app over `bundle_dir` (a serving bundle) and `feast_dir` (a Feast store directory).
 
     Loads the bundle and opens the online store now, so a broken deployment fails at startup.
+    With `request_log_dir`, a `cfg.request_log_sample` share of requests is logged there.
     """
-    service = Service(bundle_dir, feast_dir)
+    request_log = RequestLog(request_log_dir, cfg.request_log_sample) if request_log_dir is not None else None
+    service = Service(bundle_dir, feast_dir, request_log)
     if not os.environ.get(ADMIN_TOKEN_ENV):
         log.info("%s is not set: admin endpoints are disabled", ADMIN_TOKEN_ENV)
 
@@ -200,19 +231,21 @@ def create_app(bundle_dir: Path, feast_dir: Path, cfg: ServeConfig) -> FastAPI:
     return app
 
 
-def make_server(bundle_dir: Path, feast_dir: Path, cfg: ServeConfig) -> uvicorn.Server:
+def make_server(
+    bundle_dir: Path, feast_dir: Path, cfg: ServeConfig, request_log_dir: Path | None = None
+) -> uvicorn.Server:
     """A uvicorn server for the app on cfg.host:cfg.port; `.run()` blocks, `.should_exit` stops it.
 
     Sets torch's intra-op threads for the whole process, so it belongs here (the process entry)
     and not in `create_app`, which tests and embedding applications call.
     """
     torch.set_num_threads(TORCH_THREADS)
-    app = create_app(bundle_dir, feast_dir, cfg)
+    app = create_app(bundle_dir, feast_dir, cfg, request_log_dir)
     log.info("serving %s on http://%s:%d", app.state.service.bundle.model_version, cfg.host, cfg.port)
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
     return uvicorn.Server(config)
 
 
-def serve(bundle_dir: Path, feast_dir: Path, cfg: ServeConfig) -> None:
+def serve(bundle_dir: Path, feast_dir: Path, cfg: ServeConfig, request_log_dir: Path | None = None) -> None:
     """Run the service with uvicorn on cfg.host:cfg.port (loopback unless configured otherwise)."""
-    make_server(bundle_dir, feast_dir, cfg).run()
+    make_server(bundle_dir, feast_dir, cfg, request_log_dir).run()
