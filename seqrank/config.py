@@ -72,6 +72,10 @@ class ValidateConfig(_Section):
     max_label_rate: float = Field(0.6, ge=0, le=1, description="a higher click rate means broken labels")
     max_null_rate: float = Field(0.0, ge=0, le=1, description="tolerated nulls in required columns")
     min_examples: int = Field(100, ge=1, description="fewer examples cannot train anything")
+    raw_max_bad_rate: float = Field(
+        0.05, ge=0, le=1, description="share of sampled raw events allowed to miss fields or break ranges"
+    )
+    raw_max_duplicate_rate: float = Field(0.05, ge=0, le=1, description="share of repeated raw event_ids")
     # Drift against the last accepted run (bounds on distances; see components/validate/drift.py).
     drift_action: Literal["warn", "fail", "off"] = Field("warn", description="what drift beyond a bound does")
     drift_max_category_js: float = Field(

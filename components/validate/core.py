@@ -16,7 +16,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from components.validate import drift, suites
 from seqrank.config import ValidateConfig
 from seqrank.schema import BEHAVIORS, EXAMPLES
-from seqrank.storage import read_table, write_json
+from seqrank.storage import read_json, read_table, write_json
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,15 @@ def run(
         "examples": (suites.examples_frame(examples, behaviors), lambda: suites.examples_suite(cfg)),
         "behaviors": (suites.behaviors_frame(behaviors), lambda: suites.behaviors_suite(cfg)),
     }
+    manifest_path = data_dir / "manifest.json"
+    raw = (
+        suites.raw_events_frame(read_json(manifest_path).get("inputs", []))
+        if manifest_path.exists()
+        else None
+    )
+    if raw is not None:
+        columns = list(raw.columns)
+        frames["raw_events"] = (raw, lambda: suites.raw_events_suite(cfg, columns))
     failures = validate_frames(frames, docs_dir)
     # Drift is only meaningful (and computable) on data that passed the suites.
     current = drift.examples_profile(examples) if not failures else None

@@ -2,16 +2,98 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import time
+from pathlib import Path
+
 import great_expectations as gx
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from seqrank.config import ValidateConfig
-from seqrank.schema import EXAMPLES, SPLITS
+from seqrank.schema import EVENT_TYPES, EXAMPLES, RAW_REQUIRED, SPLITS
 
 E = gx.expectations
+
+# Pandas dtypes that hold each Arrow type of the contracts (nullable variants included).
+_PANDAS_TYPES = {
+    pa.int64(): ["int64", "Int64"],
+    pa.int32(): ["int32", "Int32"],
+    pa.int8(): ["int8", "Int8"],
+    pa.string(): ["object", "str", "string"],
+}
+TS_MIN_MS = 946_684_800_000  # 2000-01-01, as ingest rejects earlier timestamps
+DAY_MS = 86_400_000
+RAW_SAMPLE_ROWS = 50_000
+
+
+def _raw_rows(path: Path, fmt: str, limit: int) -> list[dict]:
+    if fmt == "jsonl":
+        rows = []
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in itertools.islice(f, limit):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # malformed lines are ingest's dead letters; here we profile the rest
+                if isinstance(record, dict):
+                    rows.append(record)
+        return rows
+    if fmt == "csv":
+        return pd.read_csv(path, nrows=limit, dtype=str, on_bad_lines="skip").to_dict("records")
+    if fmt == "parquet":
+        parquet = pq.ParquetFile(path)
+        return next(parquet.iter_batches(batch_size=limit)).to_pylist() if parquet.metadata.num_rows else []
+    return []
+
+
+def raw_events_frame(inputs: list[dict], limit: int = RAW_SAMPLE_ROWS) -> pd.DataFrame | None:
+    """A sample of the raw events the ingest read (from its manifest's inputs), with `ts_ms`
+    parsed from epoch ms or ISO-8601; None when no input is a raw log format."""
+    rows: list[dict] = []
+    for entry in inputs:
+        if len(rows) < limit and Path(entry["path"]).exists():
+            rows += _raw_rows(Path(entry["path"]), entry.get("fmt", ""), limit - len(rows))
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows)
+    ts = frame["ts"] if "ts" in frame else pd.Series([None] * len(frame))
+    numeric = pd.to_numeric(ts, errors="coerce")
+    parsed = pd.to_datetime(ts.where(numeric.isna()), errors="coerce", utc=True, format="ISO8601")
+    iso_ms = (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+    frame["ts_ms"] = numeric.where(numeric.notna(), iso_ms)
+    return frame
+
+
+def raw_events_suite(cfg: ValidateConfig, columns: list[str]) -> gx.ExpectationSuite:
+    suite = gx.ExpectationSuite(name="raw_events")
+    mostly = 1.0 - cfg.raw_max_bad_rate
+    for name in RAW_REQUIRED:
+        suite.add_expectation(E.ExpectColumnToExist(column=name))
+    for name in ("user_id", "item_id", "event_type", "ts_ms"):
+        if name in columns:
+            suite.add_expectation(E.ExpectColumnValuesToNotBeNull(column=name, mostly=mostly))
+    if "event_type" in columns:
+        suite.add_expectation(
+            E.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES), mostly=mostly)
+        )
+    now_ms = int(time.time() * 1000)
+    suite.add_expectation(
+        E.ExpectColumnValuesToBeBetween(
+            column="ts_ms", min_value=TS_MIN_MS, max_value=now_ms + DAY_MS, mostly=mostly
+        )
+    )
+    if "event_id" in columns:
+        suite.add_expectation(
+            E.ExpectColumnProportionOfUniqueValuesToBeBetween(
+                column="event_id", min_value=1.0 - cfg.raw_max_duplicate_rate
+            )
+        )
+    return suite
 
 
 def examples_frame(examples: pa.Table, behaviors: pa.Table) -> pd.DataFrame:
@@ -56,9 +138,12 @@ def behaviors_frame(behaviors: pa.Table) -> pd.DataFrame:
 
 def examples_suite(cfg: ValidateConfig) -> gx.ExpectationSuite:
     suite = gx.ExpectationSuite(name="examples")
-    for name in EXAMPLES.names:
-        if name not in ("event_id", "request_id"):
-            suite.add_expectation(E.ExpectColumnToExist(column=name))
+    for field in EXAMPLES:
+        if field.name not in ("event_id", "request_id"):
+            suite.add_expectation(E.ExpectColumnToExist(column=field.name))
+            suite.add_expectation(
+                E.ExpectColumnValuesToBeInTypeList(column=field.name, type_list=_PANDAS_TYPES[field.type])
+            )
     suite.add_expectation(E.ExpectTableRowCountToBeBetween(min_value=cfg.min_examples))
     for col in ("user", "item", "label", "ts", "hist_end", "split"):
         suite.add_expectation(E.ExpectColumnValuesToNotBeNull(column=col, mostly=1.0 - cfg.max_null_rate))

@@ -1,5 +1,6 @@
 """The validation step passes clean data and stops on planted anomalies, naming each one."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,55 @@ def test_drift_against_a_previous_ingest_output(data: Path, tmp_path: Path) -> N
     report = validate.run(data, CFG, against=data)
     assert report["drift"] == []
     assert report["drift_against"] == str(data)
+
+
+def test_string_where_an_id_number_was(data: Path) -> None:
+    _rewrite(
+        data / "examples",
+        lambda t: t.set_column(
+            t.schema.get_field_index("user"), "user", pc.cast(t.column("user"), pa.string())
+        ),
+    )
+    with pytest.raises(
+        validate.ValidationFailed, match="expect_column_values_to_be_in_type_list on column 'user'"
+    ):
+        validate.run(data, CFG)
+
+
+def _raw_log(data: Path, tmp_path: Path, lines: list[dict]) -> None:
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text("".join(json.dumps(line) + "\n" for line in lines) + "{not json\n")
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["inputs"] = [{"path": str(raw), "fmt": "jsonl"}]
+    (data / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _event(i: int, **changes) -> dict:
+    return {"ts": 1_767_225_600_000 + i, "user_id": f"u{i % 7}", "item_id": f"i{i}", "event_type": "click",
+            "event_id": f"e{i}", **changes}  # fmt: skip
+
+
+def test_clean_raw_sample_passes(data: Path, tmp_path: Path) -> None:
+    lines = [_event(i) for i in range(200)]
+    lines[0]["ts"] = "2026-01-01T00:00:00Z"  # ISO timestamps are parsed too
+    _raw_log(data, tmp_path, lines)
+    assert validate.run(data, CFG)["success"]
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"event_type": "view"}, "expect_column_values_to_be_in_set on column 'event_type'"),
+        ({"ts": 86_400_000}, "expect_column_values_to_be_between on column 'ts_ms'"),
+        ({"user_id": None}, "expect_column_values_to_not_be_null on column 'user_id'"),
+        (
+            {"event_id": "same"},
+            "expect_column_proportion_of_unique_values_to_be_between on column 'event_id'",
+        ),
+    ],
+)
+def test_raw_event_anomalies_are_named(data: Path, tmp_path: Path, change: dict, named: str) -> None:
+    # A fifth of the sample is bad, beyond the default 5% tolerance.
+    _raw_log(data, tmp_path, [_event(i, **(change if i % 5 == 0 else {})) for i in range(200)])
+    with pytest.raises(validate.ValidationFailed, match=f"\\[raw_events\\] {named}"):
+        validate.run(data, CFG)
