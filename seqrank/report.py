@@ -46,7 +46,9 @@ def print_run_summary(console: Console, cfg: PipelineConfig, run_id: str, second
             f"duplicates {m.get('duplicates')}; examples {m.get('examples')}",
         )
     if "validate" in steps:
-        table.add_row("validate", f"passed ({steps['validate'].get('seconds')}s)")
+        v = steps["validate"]
+        drift = f"; drift: {'; '.join(v['drift'])}" if v.get("drift") else ""
+        table.add_row("validate", f"passed ({v.get('seconds')}s){drift}; Data Docs {v.get('data_docs')}")
     if "features" in steps:
         f = steps["features"]
         table.add_row(
