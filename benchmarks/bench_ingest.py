@@ -101,6 +101,41 @@ def write_events(events: pd.DataFrame, root: Path, fmt: str) -> Path:
     return path
 
 
+def benchmark_ingest(
+    events: int,
+    fmt: str = "jsonl",
+    *,
+    users: int = 20_000,
+    items: int = 50_000,
+    categories: int = 200,
+    slate: int = 10,
+    runner_options: list[str] | None = None,
+) -> dict:
+    """Generate `events` raw events as `fmt`, ingest them and report events/s (writing excluded)."""
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        root = Path(tmp)
+        frame = make_events(events, users, items, categories, slate)
+        path = write_events(frame, root, fmt)
+        del frame  # the generated frame is not part of what ingest may use
+        input_mb = round(path.stat().st_size / 2**20, 1)
+        cfg = IngestConfig(runner_options=list(runner_options or []))
+        started = time.perf_counter()
+        manifest = run([str(path)], root / "out", cfg)
+        seconds = time.perf_counter() - started
+    return {
+        "events": manifest["read"],
+        "seconds": round(seconds, 3),
+        "events_per_s": round(manifest["read"] / seconds, 1),
+        "format": fmt,
+        "input_mb": input_mb,
+        "examples": manifest["examples"],
+        "label_rate": round(manifest["label_rate"], 4),
+        "budget_events_per_s": BUDGET_EVENTS_PER_S,
+        "ratio_to_budget": round(manifest["read"] / seconds / BUDGET_EVENTS_PER_S, 3),
+        "runner_options": list(runner_options or []),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -117,28 +152,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-        root = Path(tmp)
-        events = make_events(args.events, args.users, args.items, args.categories, args.slate)
-        path = write_events(events, root, args.format)
-        input_mb = round(path.stat().st_size / 2**20, 1)
-        cfg = IngestConfig(runner_options=args.runner_option)
-        started = time.perf_counter()
-        manifest = run([str(path)], root / "out", cfg)
-        seconds = time.perf_counter() - started
-    result = {
-        "events": manifest["read"],
-        "seconds": round(seconds, 3),
-        "events_per_s": round(manifest["read"] / seconds, 1),
-        "format": args.format,
-        "input_mb": input_mb,
-        "examples": manifest["examples"],
-        "label_rate": round(manifest["label_rate"], 4),
-        "budget_events_per_s": BUDGET_EVENTS_PER_S,
-        "ratio_to_budget": round(manifest["read"] / seconds / BUDGET_EVENTS_PER_S, 3),
-        "runner_options": args.runner_option,
-    }
+    result = benchmark_ingest(
+        args.events,
+        args.format,
+        users=args.users,
+        items=args.items,
+        categories=args.categories,
+        slate=args.slate,
+        runner_options=args.runner_option,
+    )
     print(json.dumps(result))
 
 

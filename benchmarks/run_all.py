@@ -1,6 +1,6 @@
 """Run every benchmark with its default (budget-sized) settings, one after another; print their JSON.
 
-    python -m benchmarks.run_all [--only train ingest ...]
+python -m benchmarks.run_all [--only train ingest ...]
 """
 
 from __future__ import annotations

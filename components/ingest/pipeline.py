@@ -6,7 +6,8 @@ Graph (elements are Arrow tables of many events, never single events):
         └─► dead letters (tagged)                    ├─► ids ─CombineGlobally─► vocab (side input)
                                                      ├─► time range ─CombineGlobally─► (side input)
                                                      └─Encode(vocab)─► events by user shard
-                                                          ─GroupByKey─BuildShard(time range)─► parquet
+                                                          │ ─GroupByKey─BuildShard(time range)─► parquet
+                                                          └─► item-day counts ─CombineGlobally─► item_stats
 
 Every counter flows into one stats element, so `read == accepted + rejected + duplicates` is
 checked on what the pipeline actually did.
@@ -18,6 +19,7 @@ import json
 import logging
 import math
 import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
@@ -32,24 +34,28 @@ import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 
+from components.ingest import adapters
 from components.ingest import transforms as tf
 from components.ingest.reasons import REASONS
-from components.ingest.records import CLEAN, dead_letters, normalize
-from components.ingest.sources import ReadTask, plan, read_task
+from components.ingest.records import CLEAN, MIN_TS_MS, dead_letters, normalize
+from components.ingest.sources import InputFile, ReadTask, plan, read_task
 from seqrank.config import IngestConfig
 from seqrank.schema import SPLITS, VOCAB_ENTITIES
 from seqrank.storage import atomic_dir, file_fingerprint, write_json
 
 log = logging.getLogger(__name__)
 
-DEAD, STATS = "dead", "stats"
-DATA_DIRS = ("behaviors", "examples", "vocab", "users", "items")
+DEAD, STATS, ITEM_DAYS = "dead", "stats", "item_days"
+DATA_DIRS = ("behaviors", "examples", "vocab", "users", "items", "item_stats")
 _WORK = "_work"  # pipeline scratch inside the temp output: stats and time range, removed at the end
 # One user shard per this many input bytes: shards are the unit of per-user parallelism and of
 # output files, and must not depend on how many workers run.
 _SHARD_BYTES = 32 << 20
 _MAX_SHARDS = 256
 _MAX_DEDUP_BUCKETS = 64
+# Public data sets without impressions, each turned into raw events by its adapter's protocol.
+ADAPTERS = {"movielens": adapters.movielens, "taobao": adapters.taobao, "amazon": adapters.amazon}
+FORMATS = ("auto", "jsonl", "csv", "parquet", *ADAPTERS)
 
 
 class IngestRejectedError(RuntimeError):
@@ -66,13 +72,14 @@ class IngestRejectedError(RuntimeError):
 class _ParseTask(beam.DoFn):
     """Read and check one task; rejected records leave through the dead-letter output."""
 
-    def __init__(self, now_ms: int, n_buckets: int) -> None:
+    def __init__(self, now_ms: int, n_buckets: int, min_ts_ms: int) -> None:
         self._now_ms = now_ms
         self._n_buckets = n_buckets
+        self._min_ts_ms = min_ts_ms
 
     def process(self, task: ReadTask) -> Iterator[Any]:
         raws = read_task(task)
-        checked = [normalize(raw, task, self._now_ms) for raw in raws]
+        checked = [normalize(raw, task, self._now_ms, self._min_ts_ms) for raw in raws]
         counts = np.zeros(len(REASONS) + 1, np.int64)
         for c in checked:
             counts += np.bincount(c.codes, minlength=len(REASONS) + 1)
@@ -105,24 +112,28 @@ class _Encode(beam.DoFn):
     def setup(self) -> None:
         self._lookup = tf.Lookup()
 
-    def process(self, events: Any, vocab: tf.Vocab) -> Iterator[tuple[int, Any]]:
+    def process(self, events: Any, vocab: tf.Vocab) -> Iterator[Any]:
         assert self._lookup is not None
-        yield from tf.encode(events, vocab, self._lookup, self._n_shards)
+        encoded = tf.encode(events, vocab, self._lookup)
+        # Counted here, where each event exists once, so item statistics need no second shuffle.
+        yield TaggedOutput(ITEM_DAYS, tf.item_day_counts(encoded))
+        yield from tf.by_user_shard(encoded, self._n_shards)
 
 
 class _BuildShard(beam.DoFn):
     """Per-user outputs of one shard, written as part-<shard>.parquet in behaviors/ and examples/."""
 
-    def __init__(self, out: str, cfg: IngestConfig) -> None:
+    def __init__(self, out: str, cfg: IngestConfig, split_mode: str) -> None:
         self._out = out
         self._gap_ms = int(cfg.session_gap_minutes * 60_000)
         self._window_ms = int(cfg.attribution_window_minutes * 60_000)
         self._fractions = (cfg.valid_fraction, cfg.test_fraction)
+        self._split_mode = split_mode
 
     def process(self, element: tuple[int, Iterable[Any]], span: tuple[int, int] | None) -> Iterator[dict]:
         shard, tables = element
         bounds = tf.split_bounds(*span, *self._fractions) if span is not None else None
-        result = tf.build_shard(tables, bounds, self._gap_ms, self._window_ms)
+        result = tf.build_shard(tables, bounds, self._gap_ms, self._window_ms, self._split_mode)
         name = f"part-{shard:05d}.parquet"
         pq.write_table(result.behaviors, Path(self._out) / "behaviors" / name)
         pq.write_table(result.examples, Path(self._out) / "examples" / name)
@@ -142,6 +153,27 @@ class _IdsCombine(beam.CombineFn):
 
     def extract_output(self, acc: list[tf.Ids]) -> tf.Ids:
         return tf.merge_ids(acc)
+
+
+class _ItemDaysCombine(beam.CombineFn):
+    def create_accumulator(self) -> list[pa.Table]:
+        return []
+
+    def add_input(self, acc: list[pa.Table], counts: pa.Table) -> list[pa.Table]:
+        acc.append(counts)
+        return [tf.merge_item_days(acc)] if len(acc) > 16 else acc
+
+    def merge_accumulators(self, accs: Iterable[list[pa.Table]]) -> list[pa.Table]:
+        return [tf.merge_item_days([t for acc in accs for t in acc])]
+
+    def extract_output(self, acc: list[pa.Table]) -> pa.Table:
+        return tf.merge_item_days(acc)
+
+
+def _write_item_stats(counts: pa.Table, out: str) -> dict[str, int]:
+    stats = tf.item_stats(counts)
+    pq.write_table(stats, Path(out) / "item_stats" / "part-00000.parquet")
+    return {"item_stats_rows": stats.num_rows}
 
 
 class _TimeRangeCombine(beam.CombineFn):
@@ -233,6 +265,8 @@ def build_pipeline(
     vocab_dir: Path | None,
     now_ms: int,
     n_shards: int,
+    min_ts_ms: int = MIN_TS_MS,
+    split_mode: str = "time",
 ) -> None:
     """Add the ingest graph to `p`; outputs land under `out` (the step's temp directory)."""
     work = out / _WORK
@@ -242,7 +276,7 @@ def build_pipeline(
         p
         | "ReadTasks" >> beam.Create(tasks)
         | "ParseAndCheck"
-        >> beam.ParDo(_ParseTask(now_ms, n_buckets)).with_outputs(DEAD, STATS, main="events")
+        >> beam.ParDo(_ParseTask(now_ms, n_buckets, min_ts_ms)).with_outputs(DEAD, STATS, main="events")
     )
     _ = parsed[DEAD] | "WriteDeadLetters" >> beam.Map(_write_dead_letters, str(out / "dead_letter"))
 
@@ -281,21 +315,28 @@ def build_pipeline(
     )
     _ = span | "WriteTimeRange" >> beam.Map(_write_json, str(work / "time_range.json"))
 
-    encoded = events | "EncodeByUserShard" >> beam.ParDo(_Encode(n_shards), AsSingleton(vocab))
+    encoded = events | "EncodeByUserShard" >> beam.ParDo(_Encode(n_shards), AsSingleton(vocab)).with_outputs(
+        ITEM_DAYS, main="events"
+    )
+    item_stats = (
+        encoded[ITEM_DAYS]
+        | "SumItemDays" >> beam.CombineGlobally(_ItemDaysCombine())
+        | "WriteItemStats" >> beam.Map(_write_item_stats, str(out))
+    )
     every_shard = (
         p
         | "ShardIds" >> beam.Create(range(n_shards), reshuffle=False)
         | "EmptyShards" >> beam.Map(_empty_shard)
     )
     shard_stats = (
-        (encoded, every_shard)
+        (encoded.events, every_shard)
         | "AllShards" >> beam.Flatten()
         | "GroupByUserShard" >> beam.GroupByKey()
-        | "BuildBehaviorsExamples" >> beam.ParDo(_BuildShard(str(out), cfg), AsSingleton(span))
+        | "BuildBehaviorsExamples" >> beam.ParDo(_BuildShard(str(out), cfg, split_mode), AsSingleton(span))
     )
 
     _ = (
-        (parsed[STATS], deduped[STATS], shard_stats, vocab_stats)
+        (parsed[STATS], deduped[STATS], shard_stats, vocab_stats, item_stats)
         | "AllStats" >> beam.Flatten()
         | "SumStats" >> beam.CombineGlobally(_SumStats())
         | "WriteStats" >> beam.Map(_write_json, str(work / "stats.json"))
@@ -373,6 +414,7 @@ def _manifest(
         "items": stats.get("items_seen", 0),
         "behaviors": stats.get("behaviors", 0),
         "sessions": stats.get("sessions", 0),
+        "item_stats_rows": stats.get("item_stats_rows", 0),
         "vocab": {
             entity: {"size": stats.get(f"vocab.{entity}", 0), "new": stats.get(f"vocab_new.{entity}", 0)}
             for entity in VOCAB_ENTITIES
@@ -384,11 +426,22 @@ def _manifest(
 
 
 def _rejection_message(manifest: dict[str, Any], cfg: IngestConfig, out: Path) -> str:
-    top = sorted(manifest["rejected"].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    counts = manifest["rejected"]
+    rejected, read, share = manifest["rejected_total"], manifest["read"], manifest["rejected_share"]
+    adapter = manifest.get("adapter")
+    if adapter is not None and adapter["rows_rejected_share"] > share:
+        # The data set's own rows were rejected by its adapter, before any event existed.
+        counts = adapter["rows_rejected"]
+        rejected, read, share = (
+            adapter["rows_rejected_total"],
+            adapter["rows_read"],
+            adapter["rows_rejected_share"],
+        )
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
     reasons = ", ".join(f"{reason} {count:,}" for reason, count in top)
     return (
-        f"ingest rejected {manifest['rejected_total']:,} of {manifest['read']:,} records "
-        f"({manifest['rejected_share']:.1%}), more than max_rejected_share {cfg.max_rejected_share:.1%}; "
+        f"ingest rejected {rejected:,} of {read:,} records "
+        f"({share:.1%}), more than max_rejected_share {cfg.max_rejected_share:.1%}; "
         f"top reasons: {reasons}; dead letters in {out / 'dead_letter'}"
     )
 
@@ -403,14 +456,80 @@ def run(
     vocab_dir: Path | None = None,
     fmt: str = "auto",
 ) -> dict:
-    """Ingest raw logs into `out`; return the manifest dict (also written to out/manifest.json).
+    """Ingest raw logs (or a public data set through its adapter) into `out`; return the manifest.
 
-    Outputs: behaviors/, examples/, vocab/, users/, items/ (Parquet), dead_letter/ (JSONL) and
-    manifest.json. All are written to a temporary sibling and renamed into place at the end. When
-    the rejected share passes `cfg.max_rejected_share`, `out` holds only dead_letter/ and the
-    manifest, the shared vocab is left alone, and `IngestRejectedError` is raised.
+    Outputs: behaviors/, examples/, vocab/, users/, items/, item_stats/ (Parquet), dead_letter/
+    (JSONL) and manifest.json. All are written to a temporary sibling and renamed into place at the
+    end. When the rejected share passes `cfg.max_rejected_share`, `out` holds only dead_letter/ and
+    the manifest, the shared vocab is left alone, and `IngestRejectedError` is raised.
+
+    `fmt` is auto, jsonl, csv or parquet for raw logs, or movielens, taobao or amazon for the
+    public data sets (see `components.ingest.adapters` for each protocol).
     """
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt not in ADAPTERS:
+        return _run(inputs, out, cfg, users=users, items=items, vocab_dir=vocab_dir, fmt=fmt)
+    if items is not None:
+        raise ValueError(f"the {fmt} adapter builds the items table from the data set; do not pass items")
     started = time.perf_counter()
+    prepared = ADAPTERS[fmt](list(map(str, inputs)), cfg.adapter_negatives, cfg.adapter_seed)
+    log.info(
+        "ingest: %s adapter prepared %d events in %.1fs",
+        fmt,
+        prepared.events.num_rows,
+        time.perf_counter() - started,
+    )
+    with tempfile.TemporaryDirectory(prefix=f"seqrank-{fmt}-") as scratch:
+        events_path = Path(scratch) / "events.parquet"
+        items_path = Path(scratch) / "items.parquet"
+        pq.write_table(prepared.events, events_path, row_group_size=1 << 20)
+        pq.write_table(prepared.items, items_path)
+        return _run(
+            [str(events_path)],
+            out,
+            cfg,
+            users=users,
+            items=items_path,
+            vocab_dir=vocab_dir,
+            fmt="parquet",
+            adapter=(fmt, prepared),
+            started=started,
+        )
+
+
+def _adapter_manifest(name: str, prepared: adapters.Prepared) -> dict[str, Any]:
+    report = dict(prepared.report)
+    accounted = (
+        report["rows_used"]
+        + sum(report["rows_rejected"].values())
+        + report["rows_duplicate"]
+        + sum(report["rows_filtered"].values())
+    )
+    if accounted != report["rows_read"]:
+        raise RuntimeError(
+            f"{name} adapter counts do not reconcile: read {report['rows_read']} != {accounted}"
+        )
+    report["rows_rejected_total"] = sum(report["rows_rejected"].values())
+    report["rows_rejected_share"] = (
+        report["rows_rejected_total"] / report["rows_read"] if report["rows_read"] else 0.0
+    )
+    return {"name": name, "split_mode": prepared.split_mode, **report}
+
+
+def _run(
+    inputs: list[str],
+    out: Path,
+    cfg: IngestConfig,
+    *,
+    users: Path | None,
+    items: Path | None,
+    vocab_dir: Path | None,
+    fmt: str,
+    adapter: tuple[str, adapters.Prepared] | None = None,
+    started: float | None = None,
+) -> dict:
+    started = started if started is not None else time.perf_counter()
     # Beam logs a line at INFO for every postponed (string) annotation it reads off our functions.
     logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
     out = Path(out)
@@ -439,6 +558,8 @@ def run(
                 vocab_dir=vocab_dir,
                 now_ms=now_ms,
                 n_shards=n_shards,
+                min_ts_ms=adapter[1].min_ts_ms if adapter else MIN_TS_MS,
+                split_mode=adapter[1].split_mode if adapter else "time",
             )
         stats = json.loads((tmp / _WORK / "stats.json").read_text())
         span = json.loads((tmp / _WORK / "time_range.json").read_text())
@@ -448,12 +569,26 @@ def run(
             "users": _side_info(users, {"rows": stats.get("users_table_rows", 0)}),
             "items": _side_info(items, {"rows": stats.get("items_table_rows", 0)}),
         }
+        if adapter is not None:
+            name, prepared = adapter
+            # The manifest names the data set's files, not the scratch table made from them.
+            files = [
+                InputFile(path, name, Path(path).stat().st_size, file_fingerprint(Path(path)))
+                for path in prepared.files
+            ]
+            side["items"] = {"source": f"{name} adapter", "rows": stats.get("items_table_rows", 0)}
+            if prepared.dead:
+                _write_dead_letters((len(tasks), prepared.dead), str(tmp / "dead_letter"))
         manifest = _manifest(files, stats, span, cfg, side)
+        if adapter is not None:
+            manifest["adapter"] = _adapter_manifest(*adapter)
         manifest["runner"] = cfg.runner
         manifest["shards"] = n_shards
         manifest["seconds"] = round(time.perf_counter() - started, 3)
         manifest["events_per_s"] = round(manifest["read"] / max(manifest["seconds"], 1e-9), 1)
-        failed = manifest["rejected_share"] > cfg.max_rejected_share
+        failed = manifest["rejected_share"] > cfg.max_rejected_share or (
+            adapter is not None and manifest["adapter"]["rows_rejected_share"] > cfg.max_rejected_share
+        )
         if failed:
             # Nothing a later step could mistake for good data; only the evidence stays.
             manifest["ok"] = False

@@ -217,8 +217,11 @@ def _position_column(values: Any, n: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return pos.astype(np.int64, copy=False), null, wrong
 
 
-def normalize(raw: RawBatch, task: ReadTask, now_ms: int) -> Checked:
-    """Check every row of `raw`; each rejected row gets the first reason in REASONS order."""
+def normalize(raw: RawBatch, task: ReadTask, now_ms: int, min_ts_ms: int = MIN_TS_MS) -> Checked:
+    """Check every row of `raw`; each rejected row gets the first reason in REASONS order.
+
+    `min_ts_ms` is 2000-01-01 for logs; adapters of older public data sets pass their own bound.
+    """
     n = raw.n
     codes = raw.pre.astype(np.int8, copy=True)
     fields = np.full(n, None, dtype=object)
@@ -245,7 +248,7 @@ def normalize(raw: RawBatch, task: ReadTask, now_ms: int) -> Checked:
     masks["wrong_type"].insert(0, ("ts", ts_wrong))
     masks["bad_timestamp"].append(("ts", ts_bad))
     ts_ok = ~(ts_missing | ts_wrong | ts_bad)
-    masks["ts_before_2000"].append(("ts", ts_ok & (ts < MIN_TS_MS)))
+    masks["ts_before_2000"].append(("ts", ts_ok & (ts < min_ts_ms)))
     masks["ts_in_future"].append(("ts", ts_ok & (ts > now_ms + FUTURE_SLACK_MS)))
 
     event_type = ids["event_type"]

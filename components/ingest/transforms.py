@@ -23,6 +23,7 @@ from components.ingest.records import CLEAN
 from seqrank.schema import (
     BEHAVIORS,
     EXAMPLES,
+    ITEM_STATS,
     ITEMS,
     PAD,
     RAW_ITEMS,
@@ -386,8 +387,8 @@ def split_bounds(t_min: int, t_max: int, valid_fraction: float, test_fraction: f
 # ---- dense encoding and the per-user work -------------------------------------------------------
 
 
-def encode(events: pa.Table, vocab: Vocab, lookup: Lookup, n_shards: int) -> list[tuple[int, pa.Table]]:
-    """Raw ids -> dense indices; key by user shard so each user's events meet in one place."""
+def encode(events: pa.Table, vocab: Vocab, lookup: Lookup) -> pa.Table:
+    """Raw ids -> dense indices (ENCODED schema)."""
     user = lookup(vocab, "user", events.column("user_id"))
     item = lookup(vocab, "item", events.column("item_id"))
     # The items table is the authority on an item's category; then the event's own category_id;
@@ -410,7 +411,88 @@ def encode(events: pa.Table, vocab: Vocab, lookup: Lookup, n_shards: int) -> lis
         },
         schema=ENCODED,
     )
-    return split_by(table, user % n_shards, n_shards)
+    return table
+
+
+def by_user_shard(encoded: pa.Table, n_shards: int) -> list[tuple[int, pa.Table]]:
+    """Key encoded events by user shard so each user's events meet in one place."""
+    return split_by(encoded, encoded.column("user").to_numpy() % n_shards, n_shards)
+
+
+# ---- item statistics ----------------------------------------------------------------------------
+
+DAY_MS = 86_400_000
+# Per (item, UTC day) counts of some events; partial sums merge by adding.
+ITEM_DAYS = pa.schema(
+    [
+        pa.field("item", pa.int64(), nullable=False),
+        pa.field("day", pa.int64(), nullable=False),
+        pa.field("impressions", pa.int64(), nullable=False),
+        pa.field("clicks", pa.int64(), nullable=False),
+    ]
+)
+
+
+def item_day_counts(encoded: pa.Table) -> pa.Table:
+    """Impressions and clicks per (item, UTC day) of a batch of encoded events."""
+    etype = encoded.column("type").to_numpy()
+    counts = pa.table(
+        {
+            "item": encoded.column("item"),
+            "day": pa.array(np.floor_divide(encoded.column("ts").to_numpy(), DAY_MS)),
+            "impressions": pa.array((etype == 0).astype(np.int64)),
+            "clicks": pa.array((etype == CLICK).astype(np.int64)),
+        }
+    )
+    return merge_item_days([counts])
+
+
+def merge_item_days(parts: list[pa.Table]) -> pa.Table:
+    counts = _concat(parts, ITEM_DAYS)
+    summed = counts.group_by(["item", "day"], use_threads=False).aggregate(
+        [("impressions", "sum"), ("clicks", "sum")]
+    )
+    return (
+        summed.rename_columns({"impressions_sum": "impressions", "clicks_sum": "clicks"})
+        .select(ITEM_DAYS.names)
+        .cast(ITEM_DAYS)
+    )
+
+
+def item_stats(counts: pa.Table) -> pa.Table:
+    """Point-in-time daily snapshots (ITEM_STATS) for every (item, day) with impressions.
+
+    A snapshot's `ts` is the first instant after its day: every event it counts lies strictly
+    before it, so a point-in-time join (feature ts <= example ts) never lets an example see its
+    own impression or anything later. Running totals also count clicks of days without
+    impressions, which get no row of their own.
+    """
+    counts = counts.sort_by([("item", "ascending"), ("day", "ascending")])
+    item = counts.column("item").to_numpy()
+    day = counts.column("day").to_numpy()
+    impressions = counts.column("impressions").to_numpy()
+    clicks = counts.column("clicks").to_numpy()
+    n = len(item)
+    first = np.ones(n, bool)
+    first[1:] = item[1:] != item[:-1]
+    start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+
+    def running(values: np.ndarray) -> np.ndarray:
+        total = np.cumsum(values)
+        return total - (total[start] - values[start])
+
+    keep = impressions > 0
+    return pa.table(
+        {
+            "item": pa.array(item[keep]),
+            "ts": pa.array((day[keep] + 1) * DAY_MS),
+            "impressions_1d": pa.array(impressions[keep]),
+            "clicks_1d": pa.array(clicks[keep]),
+            "impressions_total": pa.array(running(impressions)[keep]),
+            "clicks_total": pa.array(running(clicks)[keep]),
+        },
+        schema=ITEM_STATS,
+    )
 
 
 @dataclass
@@ -472,13 +554,39 @@ def _valid(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return arr.is_valid().to_numpy(zero_copy_only=False).astype(bool, copy=False)
 
 
+SPLIT_MODES = ("time", "last_per_user")
+
+
+def _last_per_user_split(gid: np.ndarray, ts: np.ndarray, n_users: int) -> np.ndarray:
+    """Split codes for impressions sorted by (user, ts): a user's latest ts is test, the one before valid."""
+    split = np.zeros(len(gid), np.int8)
+    if not len(gid):
+        return split
+    # Rank each distinct (user, ts) from the user's end: 0 for the latest, 1 for the one before.
+    new_key = np.ones(len(gid), bool)
+    new_key[1:] = (gid[1:] != gid[:-1]) | (ts[1:] != ts[:-1])
+    key = np.cumsum(new_key) - 1
+    last_key = np.zeros(n_users, np.int64)
+    np.maximum.at(last_key, gid, key)
+    rank = last_key[gid] - key
+    split[rank == 1] = 1
+    split[rank == 0] = 2
+    return split
+
+
 def build_shard(
     tables: Iterable[pa.Table],
     bounds: tuple[int, int] | None,
     gap_ms: int,
     window_ms: int,
+    split_mode: str = "time",
 ) -> ShardOutput:
-    """behaviors (one row per user) and examples (one row per impression) for a shard's users."""
+    """behaviors (one row per user) and examples (one row per impression) for a shard's users.
+
+    `split_mode` "time" splits at the global time bounds; "last_per_user" (the DIN protocol for
+    Amazon) makes each user's impressions at their latest timestamp test, those at the one before
+    valid, and the rest train.
+    """
     events = _concat([t for t in tables if t is not None], ENCODED)
     n = events.num_rows
     user = events.column("user").to_numpy()
@@ -530,7 +638,9 @@ def build_shard(
     click = np.flatnonzero(etype == CLICK)
     label = _labels(imp, click, gid, item, ts, events.column("request_id").combine_chunks(), window_ms)
     split = np.zeros(len(imp), np.int8)
-    if bounds is not None:
+    if split_mode == "last_per_user":
+        split = _last_per_user_split(gid[imp], ts[imp], n_users)
+    elif bounds is not None:
         valid_start, test_start = bounds
         split[ts[imp] >= valid_start] = 1
         split[ts[imp] >= test_start] = 2

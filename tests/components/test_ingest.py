@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,10 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from benchmarks.bench_ingest import make_events, write_events
 from components import ingest
 from components.ingest import IngestRejectedError, pipeline, sources
 from seqrank.config import IngestConfig
-from seqrank.schema import BEHAVIOR_TYPE_CODE, BEHAVIORS, EXAMPLES, ITEMS, USERS, VOCAB
+from seqrank.schema import BEHAVIOR_TYPE_CODE, BEHAVIORS, EXAMPLES, ITEM_STATS, ITEMS, USERS, VOCAB
 from seqrank.storage import read_table
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -544,3 +549,59 @@ def test_few_bad_lines_in_a_big_chunk_and_blank_lines(tmp_path: Path) -> None:
     expected = [n for n, line in enumerate(lines, start=1) if line == "{broken"]
     assert [r["line"] for r in dead_letters(out)] == expected
     assert len(examples(out)) == 2996
+
+
+def test_item_stats_are_point_in_time_daily_snapshots(tmp_path: Path) -> None:
+    day = 86_400_000
+    records = [
+        ev(T0 + 10, "u1", "i1", request_id="r1"),
+        ev(T0 + 20, "u2", "i1", request_id="r2"),
+        ev(T0 + 30, "u1", "i1", "click", request_id="r1"),
+        ev(T0 + 40, "u1", "i2"),
+        ev(T0 + day + 5, "u2", "i1", "click"),  # a click on a day without impressions of i1
+        ev(T0 + day + 6, "u2", "i1", "buy"),  # not a click: not counted
+        ev(T0 + 2 * day + 7, "u3", "i1"),
+        ev(T0 + 2 * day + 8, "u3", "i1", "impression"),
+    ]
+    manifest, out = ingest_lines(tmp_path, records)
+    items = vocab(out, "item")
+    rows = read_table(out / "item_stats", ITEM_STATS).sort_by([("item", "ascending"), ("ts", "ascending")])
+    i1, i2 = items["i1"], items["i2"]
+    # (item, ts, impressions_1d, clicks_1d, impressions_total, clicks_total); ts is the day's end,
+    # after every event it counts.
+    expected = [(i1, T0 + day, 2, 1, 2, 1), (i1, T0 + 3 * day, 2, 0, 4, 2), (i2, T0 + day, 1, 0, 1, 0)]
+    got = [tuple(r.values()) for r in rows.to_pylist()]
+    assert sorted(got) == sorted(expected)
+    assert manifest["item_stats_rows"] == 3
+
+
+_KILL_SCRIPT = """
+import sys
+from components import ingest
+from seqrank.config import IngestConfig
+ingest.run([sys.argv[1]], sys.argv[2], IngestConfig())
+"""
+
+
+def test_killed_run_leaves_no_output_and_rerun_matches_clean_run(tmp_path: Path) -> None:
+    src = write_events(make_events(150_000, 2_000, 5_000, 50, 10), tmp_path, "jsonl")
+    out = tmp_path / "out"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(src), str(out)], cwd=root)
+    try:
+        # Kill once the run is writing into its temporary directory, i.e. in the middle of it.
+        while proc.poll() is None and not list(tmp_path.glob(".tmp-out-*/behaviors/*.parquet")):
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists()
+
+    manifest = ingest.run([str(src)], out, IngestConfig())
+    clean = tmp_path / "clean"
+    ingest.run([str(src)], clean, IngestConfig())
+    assert manifest["read"] == 150_000
+    for name in ("behaviors", "examples", "vocab", "users", "items", "item_stats"):
+        assert pq.read_table(out / name).equals(pq.read_table(clean / name)), name
