@@ -1,34 +1,53 @@
 """The seqrank Feast repo: declarative entities, feature views and services, and the store config."""
 
+from feature_repo.push import Behavior, decode_arrays, entity_key, push_behaviors
 from feature_repo.store_config import CLUSTER_YAML, STORE_YAML, store_config, write_store_config
 from feature_repo.views import (
     CATEGORY_SEQUENCE_FEATURES,
+    ITEM_CTR_FEATURE,
     ITEM_PROFILE,
+    ITEM_STATS_VIEW,
+    MAX_LENGTH_TAG,
     SERVICES,
     TABLE_SCHEMAS,
     TIMESTAMP_FIELD,
     USER_BEHAVIOR,
+    USER_BEHAVIOR_PUSH,
     USER_CATEGORY_BEHAVIOR,
+    USER_CATEGORY_BEHAVIOR_PUSH,
     USER_PROFILE,
     VIEWS,
     definitions,
+    feast_type,
     table_path,
+    view_fields,
 )
 
 __all__ = [
     "CATEGORY_SEQUENCE_FEATURES",
     "CLUSTER_YAML",
+    "ITEM_CTR_FEATURE",
     "ITEM_PROFILE",
+    "ITEM_STATS_VIEW",
+    "MAX_LENGTH_TAG",
     "SERVICES",
     "STORE_YAML",
     "TABLE_SCHEMAS",
     "TIMESTAMP_FIELD",
     "USER_BEHAVIOR",
+    "USER_BEHAVIOR_PUSH",
     "USER_CATEGORY_BEHAVIOR",
+    "USER_CATEGORY_BEHAVIOR_PUSH",
     "USER_PROFILE",
     "VIEWS",
+    "Behavior",
+    "decode_arrays",
     "definitions",
+    "entity_key",
+    "feast_type",
+    "push_behaviors",
     "store_config",
     "table_path",
+    "view_fields",
     "write_store_config",
 ]

@@ -10,24 +10,39 @@ from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, Project, ValueType
-from feast.types import Array, Float64, Int32, Int64, String
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, Project, PushSource, ValueType
+from feast.types import Array, FeastType, Float32, Float64, Int32, Int64, String
 
 from seqrank.config import FeatureConfig
-from seqrank.schema import SEQUENCE_FEATURES
+from seqrank.schema import ITEM_STATS, ITEMS, SEQUENCE_FEATURES, USERS
 
 # Feature view names; also the Parquet table names under the data directory.
 USER_BEHAVIOR = "user_behavior"
 USER_CATEGORY_BEHAVIOR = "user_category_behavior"
 ITEM_PROFILE = "item_profile"
 USER_PROFILE = "user_profile"
-VIEWS = (USER_BEHAVIOR, USER_CATEGORY_BEHAVIOR, ITEM_PROFILE, USER_PROFILE)
+ITEM_STATS_VIEW = "item_stats"
+VIEWS = (USER_BEHAVIOR, USER_CATEGORY_BEHAVIOR, ITEM_PROFILE, USER_PROFILE, ITEM_STATS_VIEW)
 
 TIMESTAMP_FIELD = "event_timestamp"
-# Features of user_category_behavior; prefixed so a service holding both sequence views has no clash.
-CATEGORY_SEQUENCE_FEATURES = ("cat_seq_item", "cat_seq_ts")
+# Features of user_category_behavior: the item and ts columns of a sequence, typed as in
+# SEQUENCE_FEATURES, prefixed so a service holding both sequence views has no name clash.
+CATEGORY_SEQUENCE_FEATURES: dict[str, pa.DataType] = {
+    "cat_seq_item": SEQUENCE_FEATURES["seq_item"],
+    "cat_seq_ts": SEQUENCE_FEATURES["seq_ts"],
+}
+# Derived item statistic: lifetime click-through rate, 0 before the first impression.
+ITEM_CTR_FEATURE = "ctr_total"
 
-# Feature tables as the features step writes them; every table has `event_timestamp`.
+# Push sources: new behaviors reach the online sequence views through these (see feature_repo.push).
+USER_BEHAVIOR_PUSH = f"{USER_BEHAVIOR}_push"
+USER_CATEGORY_BEHAVIOR_PUSH = f"{USER_CATEGORY_BEHAVIOR}_push"
+# View tags holding the sequence caps the tables were built with, so a push anywhere trims the
+# same way materialization did without needing the pipeline config.
+MAX_LENGTH_TAG = "max_length"
+
+# Feature tables as the features step writes them, derived from the contracts in seqrank.schema so
+# ingest, training and the store share one definition; every table has `event_timestamp`.
 _TS = pa.field(TIMESTAMP_FIELD, pa.timestamp("us", tz="UTC"), nullable=False)
 TABLE_SCHEMAS: dict[str, pa.Schema] = {
     USER_BEHAVIOR: pa.schema(
@@ -36,39 +51,56 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
         + [_TS]
     ),
     USER_CATEGORY_BEHAVIOR: pa.schema(
-        [
-            pa.field("user", pa.int64(), nullable=False),
-            pa.field("category", pa.int64(), nullable=False),
-            pa.field("cat_seq_item", pa.list_(pa.int64()), nullable=False),
-            pa.field("cat_seq_ts", pa.list_(pa.int64()), nullable=False),
-            _TS,
-        ]
+        [pa.field("user", pa.int64(), nullable=False), pa.field("category", pa.int64(), nullable=False)]
+        + [pa.field(name, dtype, nullable=False) for name, dtype in CATEGORY_SEQUENCE_FEATURES.items()]
+        + [_TS]
     ),
-    ITEM_PROFILE: pa.schema(
-        [
-            pa.field("item", pa.int64(), nullable=False),
-            pa.field("category", pa.int64(), nullable=False),
-            pa.field("brand", pa.int64(), nullable=False),
-            pa.field("price", pa.float64()),
-            _TS,
-        ]
-    ),
-    USER_PROFILE: pa.schema(
-        [
-            pa.field("user", pa.int64(), nullable=False),
-            pa.field("age_bucket", pa.int32()),
-            pa.field("gender", pa.string()),
-            _TS,
-        ]
+    ITEM_PROFILE: pa.schema([*ITEMS, _TS]),
+    USER_PROFILE: pa.schema([*USERS, _TS]),
+    # ITEM_STATS' `ts` (end of the snapshot's day) becomes the event timestamp.
+    ITEM_STATS_VIEW: pa.schema(
+        [f for f in ITEM_STATS if f.name != "ts"]
+        + [pa.field(ITEM_CTR_FEATURE, pa.float64(), nullable=False), _TS]
     ),
 }
 
+# Arrow type of a table column -> Feast type of the view field; a contract type missing here fails
+# at definition time instead of being stored as something else.
+_FEAST_TYPES: dict[pa.DataType, FeastType] = {
+    pa.int64(): Int64,
+    pa.int32(): Int32,
+    pa.float64(): Float64,
+    pa.float32(): Float32,
+    pa.string(): String,
+    pa.list_(pa.int64()): Array(Int64),
+}
+
+
+def feast_type(dtype: pa.DataType) -> FeastType:
+    """The Feast type a feature view uses for a table column of Arrow type `dtype`."""
+    try:
+        return _FEAST_TYPES[dtype]
+    except KeyError:
+        raise TypeError(f"no Feast type for Arrow type {dtype}; add it to _FEAST_TYPES") from None
+
+
+def view_fields(view: str) -> list[Field]:
+    """Schema of feature view `view`: every column of its table but the event timestamp."""
+    return [
+        Field(name=f.name, dtype=feast_type(f.type)) for f in TABLE_SCHEMAS[view] if f.name != TIMESTAMP_FIELD
+    ]
+
+
 # Model family -> feature views its versioned FeatureService serves. Bump the suffix when the
-# feature list of a family changes, so a deployed model keeps reading the features it was trained on.
+# feature list of a family changes, so a deployed model keeps reading the features it was trained
+# on: v1 is the set the first models were trained with, v2 adds the point-in-time item statistics.
 SERVICES: dict[str, tuple[str, ...]] = {
     "din_v1": (USER_BEHAVIOR, ITEM_PROFILE, USER_PROFILE),
     "emb_mlp_v1": (USER_BEHAVIOR, ITEM_PROFILE, USER_PROFILE),
     "sim_v1": (USER_BEHAVIOR, USER_CATEGORY_BEHAVIOR, ITEM_PROFILE, USER_PROFILE),
+    "din_v2": (USER_BEHAVIOR, ITEM_PROFILE, USER_PROFILE, ITEM_STATS_VIEW),
+    "emb_mlp_v2": (USER_BEHAVIOR, ITEM_PROFILE, USER_PROFILE, ITEM_STATS_VIEW),
+    "sim_v2": (USER_BEHAVIOR, USER_CATEGORY_BEHAVIOR, ITEM_PROFILE, USER_PROFILE, ITEM_STATS_VIEW),
 }
 
 
@@ -101,32 +133,31 @@ def definitions(data_dir: Path, cfg: FeatureConfig) -> list:
 
     # The user's latest long behavior sequence, oldest first; one row per user, stamped with the
     # time of the last behavior so a point-in-time join never sees behaviors from the future.
-    # No TTL: a sequence stays current until the user's next behavior replaces it.
+    # No TTL: a sequence stays current until the user's next behavior replaces it. Fed in bulk from
+    # its table and, between runs, by pushes of new behaviors.
     user_behavior = FeatureView(
         name=USER_BEHAVIOR,
         entities=[user],
         ttl=timedelta(0),
-        schema=[Field(name="user", dtype=Int64)]
-        + [Field(name=name, dtype=Array(Int64)) for name in SEQUENCE_FEATURES],
-        source=_source(data_dir, USER_BEHAVIOR),
+        schema=view_fields(USER_BEHAVIOR),
+        source=PushSource(name=USER_BEHAVIOR_PUSH, batch_source=_source(data_dir, USER_BEHAVIOR)),
         online=True,
+        tags={MAX_LENGTH_TAG: str(cfg.max_sequence_length)},
         description=f"latest up to {cfg.max_sequence_length} behaviors: item, category, ts (epoch ms)",
     )
 
     # SIM hard search: per (user, category) the latest behaviors in that category, so a long-term
-    # history can be cut to the candidate's category with one key lookup.
+    # history can be cut to the candidate's category with one key lookup; pushed like the above.
     user_category_behavior = FeatureView(
         name=USER_CATEGORY_BEHAVIOR,
         entities=[user, category],
         ttl=timedelta(0),
-        schema=[
-            Field(name="user", dtype=Int64),
-            Field(name="category", dtype=Int64),
-            Field(name="cat_seq_item", dtype=Array(Int64)),
-            Field(name="cat_seq_ts", dtype=Array(Int64)),
-        ],
-        source=_source(data_dir, USER_CATEGORY_BEHAVIOR),
+        schema=view_fields(USER_CATEGORY_BEHAVIOR),
+        source=PushSource(
+            name=USER_CATEGORY_BEHAVIOR_PUSH, batch_source=_source(data_dir, USER_CATEGORY_BEHAVIOR)
+        ),
         online=True,
+        tags={MAX_LENGTH_TAG: str(cfg.category_k)},
         description=f"latest up to {cfg.category_k} behaviors per (user, category)",
     )
 
@@ -135,12 +166,7 @@ def definitions(data_dir: Path, cfg: FeatureConfig) -> list:
         name=ITEM_PROFILE,
         entities=[item],
         ttl=timedelta(0),
-        schema=[
-            Field(name="item", dtype=Int64),
-            Field(name="category", dtype=Int64),
-            Field(name="brand", dtype=Int64),
-            Field(name="price", dtype=Float64),
-        ],
+        schema=view_fields(ITEM_PROFILE),
         source=_source(data_dir, ITEM_PROFILE),
         online=True,
         description="item category, brand and price",
@@ -151,17 +177,28 @@ def definitions(data_dir: Path, cfg: FeatureConfig) -> list:
         name=USER_PROFILE,
         entities=[user],
         ttl=timedelta(0),
-        schema=[
-            Field(name="user", dtype=Int64),
-            Field(name="age_bucket", dtype=Int32),
-            Field(name="gender", dtype=String),
-        ],
+        schema=view_fields(USER_PROFILE),
         source=_source(data_dir, USER_PROFILE),
         online=True,
         description="user demographics",
     )
 
-    views = {v.name: v for v in (user_behavior, user_category_behavior, item_profile, user_profile)}
+    # Point-in-time item statistics: one row per (item, day), stamped at the end of the day, so a
+    # training example joins the newest snapshot at or before its own time and never a later one.
+    # No TTL: an item's lifetime totals stay valid however long ago it was last shown.
+    item_stats = FeatureView(
+        name=ITEM_STATS_VIEW,
+        entities=[item],
+        ttl=timedelta(0),
+        schema=view_fields(ITEM_STATS_VIEW),
+        source=_source(data_dir, ITEM_STATS_VIEW),
+        online=True,
+        description="daily impressions and clicks of the item, running totals and lifetime CTR",
+    )
+
+    views = {
+        v.name: v for v in (user_behavior, user_category_behavior, item_profile, user_profile, item_stats)
+    }
     # One versioned service per model family: the contract between a trained model and serving.
     services = [
         FeatureService(name=name, features=[views[v] for v in members], description=f"features of {name}")

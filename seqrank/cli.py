@@ -86,7 +86,14 @@ def generate(users, items, days, seed, out: Path, config, overrides) -> None:
 @main.command()
 @click.option("--input", "inputs", multiple=True, required=True, help="Raw log files or globs (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
-@click.option("--format", "fmt", default="auto", show_default=True, help="auto, jsonl, csv or parquet.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "jsonl", "csv", "parquet", "movielens", "taobao", "amazon"]),
+    default="auto",
+    show_default=True,
+    help="Raw log format, or a public data set adapter (inputs are the data set's files or folder).",
+)
 @click.option("--users", type=click.Path(exists=True, path_type=Path), help="Users side table (Parquet).")
 @click.option("--items", type=click.Path(exists=True, path_type=Path), help="Items side table (Parquet).")
 @click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
@@ -111,15 +118,20 @@ def ingest(inputs, out: Path, fmt: str, users, items, config, overrides) -> None
 @main.command()
 @click.option("--data", type=click.Path(exists=True, path_type=Path), required=True, help="An ingest output.")
 @click.option("--docs", type=click.Path(path_type=Path), help="Write Great Expectations Data Docs here.")
+@click.option(
+    "--against",
+    type=click.Path(exists=True, path_type=Path),
+    help="A previous validation or ingest output: also check drift against it.",
+)
 @click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
-def validate(data: Path, docs, config, overrides) -> None:
+def validate(data: Path, docs, against, config, overrides) -> None:
     """Run the data validation suites on an ingest output; exit non-zero when they fail."""
     from components import validate as validate_step
 
     cfg = _config(config, overrides)
     try:
-        report = validate_step.run(data, cfg.validate_, docs_dir=docs)
+        report = validate_step.run(data, cfg.validate_, docs_dir=docs, against=against)
     except validate_step.ValidationFailed as err:
         raise click.ClickException(str(err)) from None
     click.echo(json.dumps(report, indent=2, default=str))
@@ -198,7 +210,7 @@ def serve(bundle, feast_dir, host, port, config, overrides) -> None:
     bundle = bundle or paths.champion_bundle
     if not (bundle / "bundle.json").exists():
         raise click.ClickException(f"no serving bundle at {bundle}: run `seqrank run` first")
-    run_server(bundle, feast_dir or paths.feast, cfg.serve)
+    run_server(bundle, feast_dir or paths.feast, cfg.serve, request_log_dir=paths.request_log)
 
 
 @main.command(name="compile")
@@ -232,6 +244,26 @@ def schedule(host: str, cron: str, inputs, config, overrides) -> None:
 def show_config(config, overrides) -> None:
     """Print the effective, validated config."""
     click.echo(_config(config, overrides).to_yaml())
+
+
+@main.group()
+def audit() -> None:
+    """Audits of the deployed system against the offline data."""
+
+
+@audit.command(name="skew")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True, help="An ingest output.")
+@click.option("--log", "log_dir", type=click.Path(path_type=Path), help="Request log (default: the state's).")
+@click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+def audit_skew(data: Path, log_dir, config, overrides) -> None:
+    """Replay the sampled serving log: recompute each request's features offline as of its time
+    and report the mismatch rate per feature (sequence and category sub-sequence)."""
+    from components.validate.skew import audit as run_audit
+
+    cfg = _config(config, overrides)
+    report = run_audit(log_dir or StatePaths(cfg.state_dir).request_log, data, cfg.features.category_k)
+    click.echo(json.dumps(report, indent=2))
 
 
 @main.group()
@@ -270,6 +302,150 @@ def bench_train(model, seq_len, dim, batch, steps, precision, reference, as_json
         reference=reference,
     )
     _emit(result, as_json)
+
+
+@bench.command(name="ingest")
+@click.option("--events", type=int, default=1_000_000, show_default=True, help="Generated raw events.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default="jsonl", show_default=True
+)
+@click.option("--runner-option", "runner_options", multiple=True, help="Extra Beam option (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_ingest(events: int, fmt: str, runner_options: tuple[str, ...], as_json: bool) -> None:
+    """Beam ingest events/s end to end on generated raw logs (budget 100,000/s)."""
+    from benchmarks.bench_ingest import benchmark_ingest
+
+    _emit(benchmark_ingest(events, fmt, runner_options=list(runner_options)), as_json)
+
+
+@main.group()
+def features() -> None:
+    """The Feast feature store: materialize, push new behaviors, look up what it holds."""
+
+
+FEAST_HELP = "Feast directory (default: <state_dir>/feast)."
+INDEX_HELP = "Ids are dense vocab indices, not raw ids from the logs."
+
+
+def _feast_dir(cfg: PipelineConfig, feast_dir: Path | None) -> Path:
+    return feast_dir or StatePaths(cfg.state_dir).feast
+
+
+def _dense(cfg: PipelineConfig, entity: str, raw: str, as_index: bool, required: bool) -> int:
+    """The dense index of a raw id through the state's vocab (0 when unknown and not required)."""
+    if as_index:
+        try:
+            return int(raw)
+        except ValueError:
+            raise click.BadParameter(f"{entity} {raw!r} is not an integer index") from None
+    import pyarrow.parquet as pq
+
+    path = StatePaths(cfg.state_dir).vocab / f"{entity}.parquet"
+    if not path.exists():
+        raise click.ClickException(f"no {entity} vocab at {path}: run ingest first, or pass --index")
+    hits = pq.read_table(path, columns=["index"], filters=[("raw", "==", raw)]).column("index").to_pylist()
+    if not hits and required:
+        raise click.ClickException(f"{entity} {raw!r} is not in the vocab at {path}")
+    return int(hits[0]) if hits else 0
+
+
+@features.command(name="materialize")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True, help="An ingest output.")
+@click.option("--feast", "feast_dir", type=click.Path(path_type=Path), help=FEAST_HELP)
+@click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+def features_materialize(data: Path, feast_dir, config, overrides) -> None:
+    """Build the feature tables from an ingest output, apply the repo, fill the online store."""
+    from components import features as features_step
+
+    cfg = _config(config, overrides)
+    summary = features_step.run(data, _feast_dir(cfg, feast_dir), cfg.features)
+    click.echo(json.dumps(summary, indent=2, default=str))
+
+
+@features.command(name="push")
+@click.option("--user", required=True, help="User id (raw, or an index with --index).")
+@click.option("--item", required=True, help="Item id.")
+@click.option("--category", required=True, help="Category id of the item.")
+@click.option("--ts", type=int, help="Behavior time in epoch ms (default: now).")
+@click.option("--index", "as_index", is_flag=True, help=INDEX_HELP)
+@click.option("--feast", "feast_dir", type=click.Path(path_type=Path), help=FEAST_HELP)
+@click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+def features_push(
+    user: str, item: str, category: str, ts, as_index: bool, feast_dir, config, overrides
+) -> None:
+    """Push one new behavior into the online sequence and its category sub-sequence."""
+    from components import features as features_step
+
+    cfg = _config(config, overrides)
+    event = (
+        _dense(cfg, "user", user, as_index, required=True),
+        _dense(cfg, "item", item, as_index, required=True),
+        _dense(cfg, "category", category, as_index, required=True),
+        ts if ts is not None else int(time.time() * 1000),
+    )
+    try:
+        pushed = features_step.push_behaviors(_feast_dir(cfg, feast_dir), [event])
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(
+        json.dumps({"behavior": dict(zip(("user", "item", "category", "ts"), event, strict=True)), **pushed})
+    )
+
+
+@features.command(name="get")
+@click.option("--user", required=True, help="User id (raw, or an index with --index).")
+@click.option(
+    "--category", "categories", multiple=True, help="Also the sub-sequence of this category (repeatable)."
+)
+@click.option("--index", "as_index", is_flag=True, help=INDEX_HELP)
+@click.option("--feast", "feast_dir", type=click.Path(path_type=Path), help=FEAST_HELP)
+@click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+def features_get(
+    user: str, categories: tuple[str, ...], as_index: bool, feast_dir, config, overrides
+) -> None:
+    """Print the user's online sequence (and category sub-sequences) as JSON, in dense indices.
+
+    Unknown users and categories print empty sequences.
+    """
+    from serving.features import OnlineFeatures
+
+    cfg = _config(config, overrides)
+    try:
+        online = OnlineFeatures(_feast_dir(cfg, feast_dir))
+    except FileNotFoundError as err:
+        raise click.ClickException(str(err)) from None
+    index = _dense(cfg, "user", user, as_index, required=False)
+    wanted = {c: _dense(cfg, "category", c, as_index, required=False) for c in categories}
+    held = online.category_sequences(index, [i for i in wanted.values() if i > 0])
+    empty: dict[str, list[int]] = {"cat_seq_item": [], "cat_seq_ts": []}
+    result = {
+        "user": user,
+        "user_index": index,
+        "sequence": {name: values.tolist() for name, values in online.user_sequence(index).items()},
+        "categories": {
+            c: {"category_index": i, **({k: v.tolist() for k, v in held[i].items()} if i > 0 else empty)}
+            for c, i in wanted.items()
+        },
+    }
+    click.echo(json.dumps(result))
+
+
+@bench.command(name="features")
+@click.option("--history", type=int, default=1_000, show_default=True, help="Behaviors per user sequence.")
+@click.option(
+    "--categories", type=int, default=20, show_default=True, help="Category sub-sequences per lookup."
+)
+@click.option("--users", type=int, default=2_000, show_default=True, help="Users in the synthetic store.")
+@click.option("--reads", type=int, default=3_000, show_default=True, help="Timed lookups.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_features(history: int, categories: int, users: int, reads: int, as_json: bool) -> None:
+    """Online lookup of a user's sequence plus category sub-sequences from Feast (budget p99 ≤ 2 ms)."""
+    from benchmarks.bench_features import benchmark_features
+
+    _emit(benchmark_features(history=history, categories=categories, users=users, reads=reads), as_json)
 
 
 if __name__ == "__main__":

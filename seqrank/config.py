@@ -96,7 +96,9 @@ class FeatureConfig(_Section):
     project: str = Field("seqrank", pattern=r"^[a-zA-Z0-9_]+$", description="Feast project (no hyphens)")
     max_sequence_length: int = Field(1_000, gt=0, description="latest behaviors kept online per user")
     category_k: int = Field(200, gt=0, description="latest behaviors kept per (user, category)")
-    materialize_chunk_users: int = Field(50_000, gt=0, description="users per materialization chunk")
+    materialize_chunk_users: int = Field(
+        2_000, gt=0, description="users per materialization chunk (1,000-event histories: ~35 MiB each)"
+    )
 
 
 class ModelConfig(_Section):

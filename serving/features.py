@@ -10,23 +10,17 @@ from typing import Any
 
 import numpy as np
 
-from feature_repo import CATEGORY_SEQUENCE_FEATURES, USER_BEHAVIOR, USER_CATEGORY_BEHAVIOR
+from feature_repo import (
+    CATEGORY_SEQUENCE_FEATURES,
+    USER_BEHAVIOR,
+    USER_CATEGORY_BEHAVIOR,
+    Behavior,
+    decode_arrays,
+    push_behaviors,
+)
 from seqrank.schema import SEQUENCE_FEATURES
 
 log = logging.getLogger(__name__)
-
-_EMPTY = np.zeros(0, dtype=np.int64)
-
-
-def _decode(values: dict[str, Any] | None, names: Iterable[str]) -> dict[str, np.ndarray]:
-    if not values:
-        return {name: _EMPTY.copy() for name in names}
-    out = {}
-    for name in names:
-        value = values.get(name)
-        field = value.int64_list_val.val if value is not None else ()
-        out[name] = np.fromiter(field, dtype=np.int64, count=len(field))
-    return out
 
 
 class OnlineFeatures:
@@ -67,12 +61,20 @@ class OnlineFeatures:
         Unknown users (and the PAD index 0) get empty arrays.
         """
         if user <= 0:
-            return _decode(None, SEQUENCE_FEATURES)
+            return decode_arrays(None, SEQUENCE_FEATURES)
         with self._lock:
             [(_, values)] = self._provider.online_read(
                 self.store.config, self._user_view, [self._key(user=user)], list(SEQUENCE_FEATURES)
             )
-        return _decode(values, SEQUENCE_FEATURES)
+        return decode_arrays(values, SEQUENCE_FEATURES)
+
+    def push(self, events: Iterable[Behavior | tuple[int, int, int, int]]) -> dict[str, int]:
+        """Append new (user, item, category, ts) behaviors to the online sequences; next reads see them.
+
+        Holds the read lock across the read-merge-write so concurrent requests neither read a
+        half-written row nor lose each other's pushes.
+        """
+        return push_behaviors(self.store, events, lock=self._lock)
 
     def category_sequences(self, user: int, categories: Iterable[int]) -> dict[int, dict[str, np.ndarray]]:
         """SIM hard search: per category, the user's latest behaviors in it (cat_seq_item, cat_seq_ts).
@@ -83,13 +85,13 @@ class OnlineFeatures:
         if not wanted:
             return {}
         if user <= 0:
-            return {c: _decode(None, CATEGORY_SEQUENCE_FEATURES) for c in wanted}
+            return {c: decode_arrays(None, CATEGORY_SEQUENCE_FEATURES) for c in wanted}
         keys = [self._key(user=user, category=c) for c in wanted]
         with self._lock:
             rows = self._provider.online_read(
                 self.store.config, self._category_view, keys, list(CATEGORY_SEQUENCE_FEATURES)
             )
         return {
-            c: _decode(values, CATEGORY_SEQUENCE_FEATURES)
+            c: decode_arrays(values, CATEGORY_SEQUENCE_FEATURES)
             for c, (_, values) in zip(wanted, rows, strict=True)
         }

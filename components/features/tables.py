@@ -10,14 +10,16 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from feature_repo import (
+    ITEM_CTR_FEATURE,
     ITEM_PROFILE,
+    ITEM_STATS_VIEW,
     TABLE_SCHEMAS,
     TIMESTAMP_FIELD,
     USER_BEHAVIOR,
     USER_CATEGORY_BEHAVIOR,
     USER_PROFILE,
 )
-from seqrank.schema import BEHAVIORS, ITEMS, USERS
+from seqrank.schema import BEHAVIORS, ITEM_STATS, ITEMS, USERS
 
 
 def parquet_files(path: Path) -> list[str]:
@@ -133,10 +135,26 @@ def user_profile(batch: pa.RecordBatch) -> pa.RecordBatch:
     return _static(batch, USER_PROFILE)
 
 
+def item_stats(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Daily item snapshots stamped at their `ts` (end of day), plus the lifetime CTR."""
+    impressions = batch.column("impressions_total").to_numpy()
+    clicks = batch.column("clicks_total").to_numpy()
+    # 0 before the first impression: a missing rate and a zero rate mean the same to the model.
+    ctr = np.divide(clicks, impressions, out=np.zeros(len(impressions)), where=impressions > 0)
+    schema = TABLE_SCHEMAS[ITEM_STATS_VIEW]
+    columns = {name: batch.column(name) for name in schema.names if name in batch.schema.names}
+    columns[ITEM_CTR_FEATURE] = pa.array(ctr, type=pa.float64())
+    columns[TIMESTAMP_FIELD] = _ms_to_timestamp(batch.column("ts").to_numpy())
+    return pa.RecordBatch.from_arrays([columns[name] for name in schema.names], schema=schema)
+
+
 # Ingest output directory and schema each feature table is derived from.
 SOURCES: dict[str, tuple[str, pa.Schema]] = {
     USER_BEHAVIOR: ("behaviors", BEHAVIORS),
     USER_CATEGORY_BEHAVIOR: ("behaviors", BEHAVIORS),
     ITEM_PROFILE: ("items", ITEMS),
     USER_PROFILE: ("users", USERS),
+    ITEM_STATS_VIEW: ("item_stats", ITEM_STATS),
 }
+# Tables whose ingest output may be absent (older ingest runs): their view is applied but empty.
+OPTIONAL_SOURCES = frozenset({ITEM_STATS_VIEW})

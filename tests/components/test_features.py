@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from seqrank.config import FeatureConfig
-from seqrank.schema import BEHAVIORS, ITEMS, USERS, VOCAB, VOCAB_ENTITIES
+from seqrank.schema import BEHAVIORS, ITEM_STATS, ITEMS, USERS, VOCAB, VOCAB_ENTITIES
 
 N_USERS = 12
 N_ITEMS = 60
@@ -20,10 +20,42 @@ N_CATEGORIES = 5
 LONG_USER = 1  # has more behaviors than max_sequence_length
 EMPTY_USER = 2  # a user row with no behaviors
 CFG = FeatureConfig(project="seqrank_test", max_sequence_length=30, category_k=4, materialize_chunk_users=5)
+DAY_MS = 86_400_000
+STATS_T0 = 1_767_225_600_000  # 2026-01-01
+STATS_DAYS = 4
 
 
-def make_ingest_dir(root: Path, seed: int = 0) -> Path:
-    """A small ingest output (behaviors/, items/, users/, vocab/) in the DESIGN §3 layout."""
+def make_item_stats(root: Path, seed: int = 0) -> pa.Table:
+    """item_stats/ as ingest will write it: per item and day the day's counts and running totals.
+
+    Built here until ingest writes it; every item gets STATS_DAYS snapshots stamped at the last
+    millisecond of their UTC day.
+    """
+    rng = np.random.default_rng(seed)
+    impressions = rng.integers(0, 50, size=(N_ITEMS, STATS_DAYS))
+    clicks = rng.binomial(impressions, 0.1)
+    day_end = STATS_T0 + (np.arange(STATS_DAYS) + 1) * DAY_MS - 1
+    table = pa.table(
+        {
+            "item": np.repeat(np.arange(1, N_ITEMS + 1), STATS_DAYS),
+            "ts": np.tile(day_end, N_ITEMS),
+            "impressions_1d": impressions.ravel(),
+            "clicks_1d": clicks.ravel(),
+            "impressions_total": np.cumsum(impressions, axis=1).ravel(),
+            "clicks_total": np.cumsum(clicks, axis=1).ravel(),
+        },
+        schema=ITEM_STATS,
+    )
+    # Shuffled: snapshot order in the files says nothing about time, the online store must still
+    # end up with each item's newest snapshot.
+    table = table.take(rng.permutation(table.num_rows))
+    (root / "item_stats").mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, root / "item_stats" / "part-00000.parquet")
+    return table
+
+
+def make_ingest_dir(root: Path, seed: int = 0, item_stats: bool = True) -> Path:
+    """A small ingest output (behaviors/, items/, users/, vocab/, item_stats/) in the DESIGN §3 layout."""
     rng = np.random.default_rng(seed)
     item_category = np.concatenate([[0], rng.integers(1, N_CATEGORIES + 1, size=N_ITEMS)])
     item_brand = np.concatenate([[0], rng.integers(1, 4, size=N_ITEMS)])
@@ -71,6 +103,8 @@ def make_ingest_dir(root: Path, seed: int = 0) -> Path:
             {"raw": [f"{entity[0]}{i}" for i in range(1, n + 1)], "index": np.arange(1, n + 1)}, schema=VOCAB
         )
         pq.write_table(vocab, root / "vocab" / f"{entity}.parquet")
+    if item_stats:
+        make_item_stats(root, seed)
     return root
 
 
@@ -110,8 +144,10 @@ def test_summary_and_layout(feature_store):
     assert config["online_store"] == {"type": "sqlite", "path": "online.db"}
     assert config["registry"]["path"] == "registry.db"
     assert (feast_dir / "online.db").is_file() and (feast_dir / "registry.db").is_file()
+    assert summary["rows"]["item_stats"] == N_ITEMS * STATS_DAYS
     assert sorted(p.name for p in (feast_dir / "data").iterdir()) == [
         "item_profile.parquet",
+        "item_stats.parquet",
         "user_behavior.parquet",
         "user_category_behavior.parquet",
         "user_profile.parquet",
@@ -189,18 +225,147 @@ def test_rerun_on_the_same_store_is_idempotent(feature_store, online):
     assert view.materialization_intervals
 
 
-def test_feature_views_match_schema(feature_store):
+def _contract_features() -> dict[str, dict[str, pa.DataType]]:
+    """Per view, the features seqrank.schema says it holds: the contracts ingest and training use."""
+    from seqrank.schema import SEQUENCE_FEATURES
+
+    def without(schema: pa.Schema, *names: str) -> dict[str, pa.DataType]:
+        return {f.name: f.type for f in schema if f.name not in names}
+
+    return {
+        "user_behavior": dict(SEQUENCE_FEATURES),
+        "user_category_behavior": {
+            "cat_seq_item": SEQUENCE_FEATURES["seq_item"],
+            "cat_seq_ts": SEQUENCE_FEATURES["seq_ts"],
+        },
+        "item_profile": without(ITEMS, "item"),
+        "user_profile": without(USERS, "user"),
+        "item_stats": {**without(ITEM_STATS, "item", "ts"), "ctr_total": pa.float64()},
+    }
+
+
+def test_applied_views_agree_with_the_schema_contracts(feature_store):
+    from feast import FeatureStore
+    from feast.type_map import pa_to_feast_value_type
+
+    # Read back from the registry, so a view edited by hand or a stale apply shows up as drift.
+    store = FeatureStore(repo_path=str(feature_store[1]))
+    contracts = _contract_features()
+    assert {v.name for v in store.list_feature_views()} == set(contracts)
+    for name, expected in contracts.items():
+        view = store.get_feature_view(name)
+        got = {f.name: f.dtype.to_value_type() for f in view.features}
+        want = {k: pa_to_feast_value_type(str(t)) for k, t in expected.items()}
+        assert got == want, name
+
+
+def test_feature_tables_agree_with_the_schema_contracts(feature_store):
+    feast_dir = feature_store[1]
+    for view, expected in _contract_features().items():
+        schema = pq.read_schema(feast_dir / "data" / f"{view}.parquet")
+        for name, dtype in expected.items():
+            assert schema.field(name).type.equals(dtype), (view, name)
+
+
+def test_training_history_keys_match_sequence_features():
+    from seqrank.schema import SEQUENCE_FEATURES
+    from training.data import HISTORY_KEYS
+
+    # Serving feeds seq_x where training fed hist_x: the suffixes must line up one to one.
+    assert [k.removeprefix("hist_") for k in HISTORY_KEYS] == [
+        k.removeprefix("seq_") for k in SEQUENCE_FEATURES
+    ]
+
+
+def test_services_are_versioned_per_family(feature_store):
     from feast import FeatureStore
 
     from feature_repo import SERVICES
-    from seqrank.schema import SEQUENCE_FEATURES
 
     store = FeatureStore(repo_path=str(feature_store[1]))
-    view = store.get_feature_view("user_behavior")
-    assert [f.name for f in view.features] == list(SEQUENCE_FEATURES)
     assert {s.name for s in store.list_feature_services()} == set(SERVICES)
-    din = store.get_feature_service("din_v1")
-    assert {p.name for p in din.feature_view_projections} == set(SERVICES["din_v1"])
+    for name in SERVICES:
+        service = store.get_feature_service(name)
+        assert {p.name for p in service.feature_view_projections} == set(SERVICES[name]), name
+    # v1 stays what the first models were trained on; item statistics arrive with v2.
+    assert "item_stats" not in SERVICES["din_v1"] and "item_stats" in SERVICES["din_v2"]
+    assert "user_category_behavior" in SERVICES["sim_v2"]
+
+
+def test_item_stats_online_holds_the_latest_snapshot(feature_store):
+    from feast import FeatureStore
+
+    ingest_dir, feast_dir, _ = feature_store
+    stats = pq.read_table(ingest_dir / "item_stats").to_pylist()
+    last = max((r for r in stats if r["item"] == 7), key=lambda r: r["ts"])
+    store = FeatureStore(repo_path=str(feast_dir))
+    got = store.get_online_features(
+        features=["item_stats:clicks_total", "item_stats:impressions_total", "item_stats:ctr_total"],
+        entity_rows=[{"item": 7}],
+    ).to_dict()
+    assert got["clicks_total"] == [last["clicks_total"]]
+    assert got["impressions_total"] == [last["impressions_total"]]
+    want_ctr = last["clicks_total"] / last["impressions_total"] if last["impressions_total"] else 0.0
+    assert got["ctr_total"][0] == pytest.approx(want_ctr)
+
+
+def test_historical_item_stats_are_point_in_time(feature_store):
+    import pandas as pd
+
+    from components import features
+
+    ingest_dir, feast_dir, _ = feature_store
+    stats = sorted(
+        (r for r in pq.read_table(ingest_dir / "item_stats").to_pylist() if r["item"] == 5),
+        key=lambda r: r["ts"],
+    )
+    day1, day2 = stats[0]["ts"], stats[1]["ts"]
+    # Before the first snapshot; exactly at it; an hour after the second; long after the last.
+    when = [day1 - 1, day1, day2 + 3_600_000, stats[-1]["ts"] + 30 * DAY_MS]
+    entity_df = pd.DataFrame(
+        {
+            "user": [3, 3, 4, 5],
+            "item": [5, 5, 5, 5],
+            "event_timestamp": pd.to_datetime(when, unit="ms", utc=True),
+        }
+    )
+    out = features.historical_features(feast_dir, entity_df)
+    out = out.assign(ms=out["event_timestamp"].map(lambda t: t.value // 1_000_000)).set_index("ms")
+    assert pd.isna(out.loc[day1 - 1, "clicks_total"])
+    # Feast joins snapshots stamped at or before the example's time: equal counts as known.
+    assert out.loc[day1, "clicks_total"] == stats[0]["clicks_total"]
+    assert out.loc[day2 + 3_600_000, "clicks_total"] == stats[1]["clicks_total"]
+    assert out.loc[when[-1], "impressions_total"] == stats[-1]["impressions_total"]
+    # Profiles are stamped at the epoch, so every example sees them.
+    users = {r["user"]: r for r in pq.read_table(ingest_dir / "users").to_pylist()}
+    items = {r["item"]: r for r in pq.read_table(ingest_dir / "items").to_pylist()}
+    assert (out.loc[day1 - 1, "age_bucket"], out.loc[day1 - 1, "brand"]) == (
+        users[3]["age_bucket"],
+        items[5]["brand"],
+    )
+
+
+def test_historical_features_needs_entity_columns(feature_store):
+    import pandas as pd
+
+    from components import features
+
+    with pytest.raises(ValueError, match="event_timestamp"):
+        features.historical_features(feature_store[1], pd.DataFrame({"user": [1], "item": [1]}))
+
+
+def test_missing_item_stats_leaves_the_view_empty(tmp_path):
+    from feast import FeatureStore
+
+    from components import features
+
+    ingest_dir = make_ingest_dir(tmp_path / "ingest", item_stats=False)
+    summary = features.run(ingest_dir, tmp_path / "feast", CFG)
+    assert summary["rows"]["item_stats"] == 0
+    assert summary["users"] == N_USERS - 1
+    store = FeatureStore(repo_path=str(tmp_path / "feast"))
+    got = store.get_online_features(features=["item_stats:clicks_total"], entity_rows=[{"item": 3}]).to_dict()
+    assert got["clicks_total"] == [None]
 
 
 def test_cluster_yaml_loads_as_repo_config(monkeypatch, tmp_path):
