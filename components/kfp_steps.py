@@ -67,6 +67,24 @@ def features_step(config_yaml: str, run_id: str, data: dsl.Input[dsl.Dataset]) -
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
+def validate_features_step(
+    config_yaml: str,
+    run_id: str,
+    data: dsl.Input[dsl.Dataset],
+    docs: dsl.Output[dsl.HTML],
+) -> str:
+    """Suites over the feature tables (caps, ids, freshness); raising stops the run before training."""
+    from pathlib import Path
+
+    from components import validate
+    from components.kfp_support import finish, step_config
+
+    cfg, paths = step_config(config_yaml)
+    report = validate.run_features(paths.feast, Path(data.path), cfg.validate_, cfg.features, Path(docs.path))
+    return finish(paths, run_id, "validate_features", report)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def train_step(
     config_yaml: str, run_id: str, data: dsl.Input[dsl.Dataset], metrics: dsl.Output[dsl.Metrics]
 ) -> str:

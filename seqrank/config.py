@@ -76,6 +76,9 @@ class ValidateConfig(_Section):
         0.05, ge=0, le=1, description="share of sampled raw events allowed to miss fields or break ranges"
     )
     raw_max_duplicate_rate: float = Field(0.05, ge=0, le=1, description="share of repeated raw event_ids")
+    max_feature_staleness_hours: float = Field(
+        48.0, ge=0, description="newest online behavior may lag the newest ingested event by this much"
+    )
     # Drift against the last accepted run (bounds on distances; see components/validate/drift.py).
     drift_action: Literal["warn", "fail", "off"] = Field("warn", description="what drift beyond a bound does")
     drift_max_category_js: float = Field(

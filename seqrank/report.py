@@ -12,7 +12,7 @@ from rich.table import Table
 from seqrank.config import PipelineConfig
 from seqrank.paths import StatePaths
 
-STEPS = ("ingest", "validate", "features", "train", "gate", "deploy")
+STEPS = ("ingest", "validate", "features", "validate_features", "train", "gate", "deploy")
 
 
 def load_steps(paths: StatePaths, run_id: str) -> dict[str, dict[str, Any]]:
@@ -54,6 +54,9 @@ def print_run_summary(console: Console, cfg: PipelineConfig, run_id: str, second
         table.add_row(
             "features", ", ".join(f"{k} {_fmt(v)}" for k, v in f.items() if not isinstance(v, dict))
         )
+    if "validate_features" in steps:
+        v = steps["validate_features"]
+        table.add_row("validate features", f"passed ({v.get('seconds')}s); Data Docs {v.get('data_docs')}")
     if "train" in steps:
         t = steps["train"]
         metrics = t.get("metrics", {})

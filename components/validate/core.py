@@ -11,10 +11,11 @@ from typing import Any
 
 import great_expectations as gx
 import pandas as pd
+import pyarrow.compute as pc
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from components.validate import drift, suites
-from seqrank.config import ValidateConfig
+from seqrank.config import FeatureConfig, ValidateConfig
 from seqrank.schema import BEHAVIORS, EXAMPLES
 from seqrank.storage import read_json, read_table, write_json
 
@@ -206,3 +207,30 @@ def accept(docs_dir: Path, accepted: Path) -> None:
     profile = drift.load_profile(docs_dir)
     if profile is not None:
         drift.save_profile(accepted, profile)
+
+
+def run_features(
+    feast_dir: Path,
+    data_dir: Path,
+    cfg: ValidateConfig,
+    features_cfg: FeatureConfig,
+    docs_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Validate the feature tables built from `data_dir`: sequence caps, ids, freshness."""
+    from components.validate import feature_tables
+
+    start = time.perf_counter()
+    behaviors_ts = read_table(Path(data_dir) / "behaviors").column("ts")
+    newest = pc.max(pc.list_flatten(behaviors_ts)).as_py() if len(behaviors_ts) else None
+    frames = feature_tables.frames(Path(feast_dir) / "data", int(newest or 0), cfg, features_cfg)
+    failures = validate_frames(frames, docs_dir)
+    report = {
+        "success": not failures,
+        "failures": [f.describe() for f in failures],
+        "rows": feature_tables.summary(frames),
+        "seconds": round(time.perf_counter() - start, 3),
+        "data_docs": str(docs_dir / "index.html") if docs_dir else None,
+    }
+    if failures:
+        raise ValidationFailed(failures, docs_dir / "index.html" if docs_dir else None)
+    return report

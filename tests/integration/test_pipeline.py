@@ -52,7 +52,7 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
 def test_every_step_ran_and_model_learned(pipeline_run) -> None:
     _, paths = pipeline_run
     steps = load_steps(paths, "first")
-    assert set(steps) == {"ingest", "validate", "features", "train", "gate", "deploy"}
+    assert set(steps) == {"ingest", "validate", "features", "validate_features", "train", "gate", "deploy"}
     manifest = steps["ingest"]
     assert (
         manifest["read"] == manifest["accepted"] + sum(manifest["rejected"].values()) + manifest["duplicates"]
