@@ -48,7 +48,7 @@ def print_run_summary(console: Console, cfg: PipelineConfig, run_id: str, second
     if "validate" in steps:
         v = steps["validate"]
         drift = f"; drift: {'; '.join(v['drift'])}" if v.get("drift") else ""
-        table.add_row("validate", f"passed ({v.get('seconds')}s){drift}; Data Docs {v.get('data_docs')}")
+        table.add_row("validate", f"passed ({v.get('seconds')}s){drift}")
     if "features" in steps:
         f = steps["features"]
         table.add_row(
@@ -56,7 +56,7 @@ def print_run_summary(console: Console, cfg: PipelineConfig, run_id: str, second
         )
     if "validate_features" in steps:
         v = steps["validate_features"]
-        table.add_row("validate features", f"passed ({v.get('seconds')}s); Data Docs {v.get('data_docs')}")
+        table.add_row("validate features", f"passed ({v.get('seconds')}s)")
     if "train" in steps:
         t = steps["train"]
         metrics = t.get("metrics", {})
@@ -74,6 +74,9 @@ def print_run_summary(console: Console, cfg: PipelineConfig, run_id: str, second
     # soft_wrap: commands must stay on one line to be copied.
     console.print(f"state dir:  {paths.root}", soft_wrap=True)
     console.print(f"MLflow UI:  mlflow ui --backend-store-uri {paths.mlflow_uri}", soft_wrap=True)
+    for step in ("validate", "validate_features"):
+        if steps.get(step, {}).get("data_docs"):
+            console.print(f"Data Docs:  {steps[step]['data_docs']}", soft_wrap=True)
     if (paths.champion_bundle / "bundle.json").exists():
         ingest_dir = Path(steps["ingest"]["output"]) if "output" in steps.get("ingest", {}) else None
         request = json.dumps(example_request(paths.champion_bundle, ingest_dir))
