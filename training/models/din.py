@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from training.layers import MLP, BehaviorEmbeddings, TargetAttention
-from training.layers.hparams import l2_weight, layer_sizes, positive_int
+from training.layers import MLP, TargetAttention
+from training.layers.hparams import layer_sizes
 from training.models import register
-from training.models.base import Batch, CtrModel, ModelSpec
+from training.models.base import Batch, ModelSpec
+from training.models.sequence import BehaviorSequenceModel
 
 
 @register("din")
-class DIN(CtrModel):
+class DIN(BehaviorSequenceModel):
     """Deep Interest Network: the candidate attends over the user's behaviors (Zhou et al. 2018).
 
     Notation: B batch, L history length (hparams seq_len), D embedding_dim. Items — candidate and
@@ -30,15 +31,9 @@ class DIN(CtrModel):
     it). Serving ignores embedding_l2.
     """
 
-    required_inputs = ("user", "item", "category", "hist_item", "hist_category")
-
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
-        hp = spec.hparams
-        dim = positive_int(hp, "embedding_dim")
-        self.seq_len = positive_int(hp, "seq_len")
-        self.l2 = l2_weight(hp)
-        self.embeddings = BehaviorEmbeddings(spec.vocab_sizes, dim)
+        hp, dim = spec.hparams, self.dim
         self.attention = TargetAttention(2 * dim, layer_sizes(hp, "attention_hidden"), activation="sigmoid")
         self.mlp = MLP(7 * dim, layer_sizes(hp, "mlp_hidden"), activation="dice", out_dim=1)
 
@@ -49,9 +44,3 @@ class DIN(CtrModel):
         interest = self.attention(target, history, mask)  # (B, 2D)
         features = torch.cat([user, interest, target, interest * target], dim=1)  # (B, 7D)
         return self.mlp(features).squeeze(1) + self.position_logit(batch)
-
-    def regularization(self, batch: Batch) -> torch.Tensor:
-        """embedding_l2 · Σ ||w||² over the embedding rows this batch reads."""
-        if self.l2 == 0.0:
-            return super().regularization(batch)
-        return self.l2 * self.embeddings.batch_l2(batch)

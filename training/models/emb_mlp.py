@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from training.layers import MLP, BehaviorEmbeddings
-from training.layers.hparams import l2_weight, layer_sizes, positive_int
+from training.layers import MLP
+from training.layers.hparams import layer_sizes
 from training.models import register
-from training.models.base import Batch, CtrModel, ModelSpec
+from training.models.base import Batch, ModelSpec
+from training.models.sequence import BehaviorSequenceModel
 
 POOLINGS = ("sum", "mean")
 
 
 @register("emb_mlp")
-class EmbMLP(CtrModel):
+class EmbMLP(BehaviorSequenceModel):
     """Embedding&MLP: history pooled without regard to the candidate, then an MLP.
 
     The baseline DIN improves on (Zhou et al. 2018, fig. 2 left): every behavior counts the
@@ -29,18 +30,12 @@ class EmbMLP(CtrModel):
     "sum") and embedding_l2 (mini-batch aware L2 weight, as in DIN).
     """
 
-    required_inputs = ("user", "item", "category", "hist_item", "hist_category")
-
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
-        hp = spec.hparams
-        dim = positive_int(hp, "embedding_dim")
-        self.seq_len = positive_int(hp, "seq_len")
-        self.l2 = l2_weight(hp)
+        hp, dim = spec.hparams, self.dim
         self.pooling = hp.get("pooling", "sum")
         if self.pooling not in POOLINGS:
             raise ValueError(f"hparams['pooling'] = {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
-        self.embeddings = BehaviorEmbeddings(spec.vocab_sizes, dim)
         self.mlp = MLP(5 * dim, layer_sizes(hp, "mlp_hidden"), activation="prelu", out_dim=1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -51,9 +46,3 @@ class EmbMLP(CtrModel):
         if self.pooling == "mean":
             pooled = pooled / mask.sum(dim=1, keepdim=True).clamp(min=1).to(pooled.dtype)
         return self.mlp(torch.cat([user, pooled, target], dim=1)).squeeze(1) + self.position_logit(batch)
-
-    def regularization(self, batch: Batch) -> torch.Tensor:
-        """embedding_l2 · Σ ||w||² over the embedding rows this batch reads."""
-        if self.l2 == 0.0:
-            return super().regularization(batch)
-        return self.l2 * self.embeddings.batch_l2(batch)
