@@ -110,6 +110,30 @@ class ModelConfig(_Section):
     seq_len: int = Field(50, gt=0, description="short-term history window the model attends over")
     attention_hidden: list[int] = Field(default_factory=lambda: [80, 40])
     mlp_hidden: list[int] = Field(default_factory=lambda: [200, 80])
+    long_seq_len: int = Field(
+        1_000, gt=0, description="long history window for the models that read one (sim soft search, mimn)"
+    )
+    search_k: int = Field(
+        50, gt=0, description="sim: behaviors retrieved per candidate (hard search reads the category index)"
+    )
+    heads: int = Field(2, gt=0, description="attention heads (bst, dsin, sim exact search)")
+    embedding: Literal["full", "double_hash"] = Field(
+        "full", description="id embeddings: a row per id, or frequency-based double hashing for the tail"
+    )
+    full_rows: int = Field(
+        50_000, gt=0, description="double_hash: the most frequent ids per entity keep their own row"
+    )
+    hash_rows: int = Field(
+        10_000, gt=1, description="double_hash: rows shared by the other ids, each the sum of two hashed rows"
+    )
+    dense: Literal["off", "normalized", "autodis"] = Field(
+        "off", description="continuous candidate features (price, item CTR): off, normalized or AutoDis"
+    )
+    autodis_buckets: int = Field(16, gt=1, description="AutoDis meta-embeddings per continuous feature")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="model-specific hyperparameters; each model's docstring lists its own",
+    )
 
     @model_validator(mode="after")
     def _positive_layers(self) -> ModelConfig:

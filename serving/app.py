@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seqrank.config import ServeConfig
+from seqrank.schema import PAD
 from serving.bundle import Bundle, load_bundle
 from serving.features import OnlineFeatures
-from serving.ranking import build_batch, score
+from serving.ranking import build_batch, candidate_categories, score
 from serving.request_log import RequestLog
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,11 @@ class Service:
         user = bundle.user_index.get(request.user_id, 0)
         sequence = self.features.user_sequence(user)
         now = self.now_ms()
-        batch = build_batch(bundle, request.user_id, request.candidates, sequence, now)
+        by_category = None
+        if "cat_item" in bundle.inputs or "cat_ts" in bundle.inputs:
+            categories = candidate_categories(bundle, request.candidates)
+            by_category = self.features.category_sequences(user, categories[categories != PAD].tolist())
+        batch = build_batch(bundle, request.user_id, request.candidates, sequence, now, by_category)
         scores = score(bundle, batch)
         order = np.argsort(-scores, kind="stable").tolist()  # ties keep the caller's order
         ranked = scores[order].tolist()

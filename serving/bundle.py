@@ -21,12 +21,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqrank.schema import ITEMS, PAD, VOCAB, VOCAB_ENTITIES, check_schema
+from training.data import sequence_lengths
 from training.models import CtrModel, load_model
 
 log = logging.getLogger(__name__)
 
 # Batch keys the service builds (training/models/base.py); a model needing others cannot be served.
-SERVED_INPUTS = frozenset({"user", "item", "category", "ts", "hist_item", "hist_category", "hist_ts"})
+SERVED_INPUTS = frozenset(
+    {
+        "user", "item", "category", "ts",
+        "hist_item", "hist_category", "hist_ts",
+        "long_item", "long_category", "long_ts",
+        "cat_item", "cat_ts",
+    }
+)  # fmt: skip
 
 
 class BundleError(ValueError):
@@ -43,6 +51,8 @@ class Bundle:
     run_id: str
     metrics: dict[str, Any]
     seq_len: int  # history length the model was trained with (model.spec.hparams["seq_len"])
+    lengths: dict[str, int]  # positions per sequence group (training.data.sequence_lengths)
+    inputs: frozenset[str]  # the batch keys the model reads (required and optional)
     user_index: dict[str, int]
     item_index: dict[str, int]
     item_category: np.ndarray  # (n_items,) category index by item index; PAD for unknown items
@@ -85,9 +95,11 @@ def load_bundle(path: Path) -> Bundle:
         raise BundleError(
             f"model {model.spec.name!r} needs batch keys {sorted(missing)} that serving does not build"
         )
-    seq_len = model.spec.hparams.get("seq_len")
-    if not isinstance(seq_len, int) or seq_len <= 0:
-        raise BundleError(f"model spec hparams.seq_len = {seq_len!r}: expected a positive int")
+    try:
+        lengths = sequence_lengths(model.spec.hparams)
+    except ValueError as err:
+        raise BundleError(f"model spec: {err}") from None
+    seq_len = lengths["hist"]
     vocab = {entity: _read_vocab(path / "vocab" / f"{entity}.parquet") for entity in VOCAB_ENTITIES}
     bundle = Bundle(
         path=path,
@@ -96,6 +108,8 @@ def load_bundle(path: Path) -> Bundle:
         run_id=str(meta.get("run_id", "")),
         metrics=dict(meta.get("metrics") or {}),
         seq_len=seq_len,
+        lengths=lengths,
+        inputs=frozenset(model.required_inputs) | (frozenset(model.optional_inputs) & SERVED_INPUTS),
         user_index=vocab["user"],
         item_index=vocab["item"],
         item_category=_item_categories(path / "items.parquet", model.spec.vocab_sizes.get("item", 0)),

@@ -32,30 +32,69 @@ def build_batch(
     candidates: list[str],
     sequence: dict[str, np.ndarray],
     now_ms: int,
+    category_sequences: dict[int, dict[str, np.ndarray]] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One row per candidate: user, item, category, ts (B,) and hist_item/category/ts (B, L).
+    """One row per candidate: user, item, category, ts (B,), and the sequence keys the model reads.
 
-    The history rows are one (1, L) tensor expanded to (B, L), not B copies.
+    hist_* (B, L) and long_* (B, M) are the latest behaviors of `sequence` (the Feast user_behavior
+    row), one (1, L) tensor expanded to (B, L), not B copies. cat_item/cat_ts (B, K), for SIM's
+    hard search, come from `category_sequences` (category index → the user_category_behavior row,
+    see `candidate_categories`); a candidate's row is its category's latest K behaviors.
     """
     sizes = bundle.vocab_sizes
-    b, length = len(candidates), bundle.seq_len
+    b = len(candidates)
     user = _known(np.array([bundle.user_index.get(user_id, PAD)], dtype=np.int64), sizes.get("user"))
-    items = np.fromiter((bundle.item_index.get(c, PAD) for c in candidates), dtype=np.int64, count=b)
-    in_table = items < len(bundle.item_category)
-    categories = np.where(in_table, bundle.item_category[np.where(in_table, items, PAD)], PAD)
-    items = _known(items, sizes.get("item"))
-    categories = _known(categories, sizes.get("category"))
-    hist_item = _known(right_aligned(sequence["seq_item"], length), sizes.get("item"))
-    hist_category = _known(right_aligned(sequence["seq_category"], length), sizes.get("category"))
-    hist_ts = right_aligned(sequence["seq_ts"], length)
-    return {
+    raw_items = np.fromiter((bundle.item_index.get(c, PAD) for c in candidates), dtype=np.int64, count=b)
+    raw_categories = _categories_of(bundle, raw_items)
+    batch = {
         "user": torch.from_numpy(user).expand(b),
-        "item": torch.from_numpy(items),
-        "category": torch.from_numpy(categories),
+        "item": torch.from_numpy(_known(raw_items, sizes.get("item"))),
+        "category": torch.from_numpy(_known(raw_categories, sizes.get("category"))),
         "ts": torch.full((b,), now_ms, dtype=torch.int64),
-        "hist_item": torch.from_numpy(hist_item).unsqueeze(0).expand(b, length),
-        "hist_category": torch.from_numpy(hist_category).unsqueeze(0).expand(b, length),
-        "hist_ts": torch.from_numpy(hist_ts).unsqueeze(0).expand(b, length),
+    }
+    for group in ("hist", "long"):
+        if not any(key.startswith(f"{group}_") for key in bundle.inputs):
+            continue
+        length = bundle.lengths[group]
+        for name in ("item", "category", "ts"):
+            values = right_aligned(sequence[f"seq_{name}"], length)
+            if name != "ts":
+                values = _known(values, sizes.get(name))
+            batch[f"{group}_{name}"] = torch.from_numpy(values).unsqueeze(0).expand(b, length)
+    if "cat_item" in bundle.inputs or "cat_ts" in bundle.inputs:
+        if category_sequences is None:
+            raise ValueError(f"model {bundle.model.spec.name!r} reads cat_* keys: pass category_sequences")
+        batch.update(_category_rows(bundle, raw_categories, category_sequences))
+    return batch
+
+
+def candidate_categories(bundle: Bundle, candidates: list[str]) -> np.ndarray:
+    """Category index of each candidate (B,), PAD for items the bundle does not know."""
+    items = np.fromiter(
+        (bundle.item_index.get(c, PAD) for c in candidates), dtype=np.int64, count=len(candidates)
+    )
+    return _categories_of(bundle, items)
+
+
+def _categories_of(bundle: Bundle, items: np.ndarray) -> np.ndarray:
+    in_table = items < len(bundle.item_category)
+    return np.where(in_table, bundle.item_category[np.where(in_table, items, PAD)], PAD)
+
+
+def _category_rows(
+    bundle: Bundle, categories: np.ndarray, sequences: dict[int, dict[str, np.ndarray]]
+) -> dict[str, torch.Tensor]:
+    # One right-aligned row per distinct category, then gathered per candidate.
+    k = bundle.lengths["cat"]
+    distinct, inverse = np.unique(categories, return_inverse=True)
+    empty = np.zeros(0, dtype=np.int64)
+    items = np.stack(
+        [right_aligned(sequences.get(int(c), {}).get("cat_seq_item", empty), k) for c in distinct]
+    )
+    ts = np.stack([right_aligned(sequences.get(int(c), {}).get("cat_seq_ts", empty), k) for c in distinct])
+    return {
+        "cat_item": torch.from_numpy(_known(items, bundle.vocab_sizes.get("item"))[inverse]),
+        "cat_ts": torch.from_numpy(ts[inverse]),
     }
 
 

@@ -27,15 +27,35 @@ from seqrank.storage import read_json
 # Keys a batch can hold, in the order of the convention in training/models/base.py.
 EXAMPLE_KEYS = ("user", "item", "category", "ts", "position")
 HISTORY_KEYS = ("hist_item", "hist_category", "hist_ts")
-BATCH_KEYS = EXAMPLE_KEYS + HISTORY_KEYS
-# The vocab entity each id key indexes; keys absent here (ts, hist_ts) are not ids.
+LONG_KEYS = ("long_item", "long_category", "long_ts")
+CATEGORY_KEYS = ("cat_item", "cat_ts")
+BATCH_KEYS = EXAMPLE_KEYS + HISTORY_KEYS + LONG_KEYS + CATEGORY_KEYS
+# The vocab entity each id key indexes; keys absent here (ts, hist_ts, ...) are not ids.
 KEY_ENTITY = {
     "user": "user",
     "item": "item",
     "category": "category",
     "hist_item": "item",
     "hist_category": "category",
+    "long_item": "item",
+    "long_category": "category",
+    "cat_item": "item",
 }
+# Hparams giving the positions of each sequence group, and their defaults (ModelConfig's).
+SEQUENCE_LENGTHS = {"hist": ("seq_len", None), "long": ("long_seq_len", 1000), "cat": ("search_k", 50)}
+
+
+def sequence_lengths(hparams: Mapping[str, Any]) -> dict[str, int]:
+    """Positions per sequence group (hist, long, cat) for a model with `hparams`."""
+    lengths = {}
+    for group, (key, default) in SEQUENCE_LENGTHS.items():
+        value = hparams.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"hparams[{key!r}] = {value!r}: must be a positive int")
+        lengths[group] = value
+    return lengths
+
+
 REQUIRED_VOCABS = ("user", "item", "category")
 
 _EXAMPLE_COLUMNS = ("user", "item", "category", "ts", "label", "position", "split", "hist_end", "session")
@@ -152,6 +172,36 @@ class Behaviors:
         index[index < start[:, None]] = 0
         return index
 
+    @functools.cached_property
+    def _category_index(self) -> tuple[np.ndarray, np.ndarray, int, int]:
+        # The user → category → behaviors index: flat positions ordered by (user, category, time),
+        # with the sort key of each, so one searchsorted finds any (user, category, before) range.
+        positions = np.arange(1, len(self.item), dtype=np.int64)
+        user = np.repeat(np.arange(self.num_users, dtype=np.int64), np.diff(self.offsets))
+        stride = int(np.diff(self.offsets).max(initial=0)) + 1  # > any position within a user
+        categories = int(self.category.max(initial=0)) + 1
+        keys = (user * categories + self.category[1:]) * stride + (positions - self.offsets[user])
+        order = np.argsort(keys, kind="stable")
+        return keys[order], positions[order], stride, categories
+
+    def category_index(
+        self, users: np.ndarray, categories: np.ndarray, hist_end: np.ndarray, k: int
+    ) -> np.ndarray:
+        """Flat positions of each example's last `k` behaviors in `categories` before `hist_end`.
+
+        SIM's hard search, the same rows the Feast user_category_behavior view holds for "now".
+        Returns (B, k) int64, right-aligned, PAD sentinel 0 where the user has fewer.
+        """
+        keys, positions, stride, num_categories = self._category_index
+        categories = np.asarray(categories, dtype=np.int64)
+        known = (categories >= 0) & (categories < num_categories)
+        base = (users * num_categories + np.where(known, categories, 0)) * stride
+        begin = np.searchsorted(keys, base, side="left")
+        end = np.where(known, np.searchsorted(keys, base + hist_end, side="left"), begin)
+        index = end[:, None] + np.arange(-k, 0)  # (B, k) into the sorted index
+        valid = index >= begin[:, None]
+        return np.where(valid, positions[np.where(valid, index, 0)], 0)
+
 
 @dataclass(frozen=True)
 class IngestData:
@@ -230,19 +280,27 @@ class BatchBuilder:
 
     Args:
         data: the loaded ingest output (behaviors and vocab limits).
-        seq_len: L, history positions per example.
+        seq_len: L, history positions per example; or a mapping of positions per sequence group
+            (`sequence_lengths`: hist, long, cat).
         keys: batch keys to build (a subset of BATCH_KEYS); build only what the model reads.
     """
 
-    def __init__(self, data: IngestData, seq_len: int, keys: Iterable[str] = BATCH_KEYS) -> None:
-        if seq_len <= 0:
-            raise ValueError(f"seq_len = {seq_len}: must be > 0")
+    def __init__(
+        self, data: IngestData, seq_len: int | Mapping[str, int], keys: Iterable[str] = BATCH_KEYS
+    ) -> None:
+        lengths = dict(seq_len) if isinstance(seq_len, Mapping) else {"hist": seq_len}
+        lengths.setdefault("long", SEQUENCE_LENGTHS["long"][1])
+        lengths.setdefault("cat", SEQUENCE_LENGTHS["cat"][1])
+        for group, length in lengths.items():
+            if length is None or length <= 0:
+                raise ValueError(f"{SEQUENCE_LENGTHS[group][0]} = {length}: must be > 0")
         self.keys = tuple(keys)
         unknown = [k for k in self.keys if k not in BATCH_KEYS]
         if unknown:
             raise ValueError(f"batch keys {unknown} cannot be built; available: {', '.join(BATCH_KEYS)}")
         self.behaviors = data.behaviors
-        self.seq_len = seq_len
+        self.lengths = lengths
+        self.seq_len = lengths["hist"]
         # Only entities whose data holds ids beyond the limit need the (cheap but not free) clamp.
         self._limits = {
             entity: size for entity, size in data.vocab_sizes.items() if data.max_ids.get(entity, -1) >= size
@@ -257,11 +315,20 @@ class BatchBuilder:
         for key in self.keys:
             if key in EXAMPLE_KEYS:
                 columns[key] = getattr(examples, key)[index]
-        history_keys = [k for k in self.keys if k in HISTORY_KEYS]
-        if history_keys:
-            flat = self.behaviors.history_index(users, examples.hist_end[index], self.seq_len)  # (B, L)
-            for key in history_keys:
-                columns[key] = getattr(self.behaviors, key.removeprefix("hist_"))[flat]
+        hist_end = examples.hist_end[index]
+        for group, group_keys in (("hist", HISTORY_KEYS), ("long", LONG_KEYS)):
+            wanted = [k for k in self.keys if k in group_keys]
+            if wanted:
+                flat = self.behaviors.history_index(users, hist_end, self.lengths[group])  # (B, L)
+                for key in wanted:
+                    columns[key] = getattr(self.behaviors, key.removeprefix(f"{group}_"))[flat]
+        wanted = [k for k in self.keys if k in CATEGORY_KEYS]
+        if wanted:
+            flat = self.behaviors.category_index(
+                users, examples.category[index], hist_end, self.lengths["cat"]
+            )  # (B, K)
+            for key in wanted:
+                columns[key] = getattr(self.behaviors, key.removeprefix("cat_"))[flat]
         for key, values in columns.items():
             limit = self._limits.get(KEY_ENTITY.get(key, ""))
             if limit is not None:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from seqrank.config import ModelConfig, TrainConfig
-from training.data import BATCH_KEYS, BatchBuilder, Examples, IngestData
+from training.data import BATCH_KEYS, BatchBuilder, Examples, IngestData, sequence_lengths
 from training.metrics import ctr_metrics
 from training.models import CtrModel, ModelSpec, build_model
 
@@ -108,7 +108,11 @@ def autocast(device: torch.device, precision: str = "auto") -> contextlib.Abstra
 def model_spec(data: IngestData, model_cfg: ModelConfig, train_cfg: TrainConfig) -> ModelSpec:
     """The spec `fit` builds: the model config as hparams, plus TrainConfig.embedding_l2 (the weight
     the models' mini-batch aware regularization reads), and the data's vocab sizes."""
-    hparams = model_cfg.model_dump(exclude={"name"})
+    hparams = model_cfg.model_dump(exclude={"name", "options"})
+    clash = sorted(set(model_cfg.options) & set(hparams))
+    if clash:
+        raise ValueError(f"model.options {clash} repeat model fields; set them as model.<field>")
+    hparams.update(model_cfg.options)
     hparams["embedding_l2"] = train_cfg.embedding_l2
     return ModelSpec(name=model_cfg.name, hparams=hparams, vocab_sizes=dict(data.vocab_sizes))
 
@@ -158,7 +162,7 @@ def train_step(
     with autocast(device, precision):
         logits = (model if forward is None else forward)(batch)
     loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
-    total = loss + model.regularization(batch)
+    total = loss + model.regularization(batch) + model.auxiliary_loss()
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()
@@ -197,7 +201,7 @@ def _predict(model: CtrModel, builder: BatchBuilder, examples: Examples, batch_s
 
 def _builder_for(model: CtrModel, data: IngestData) -> BatchBuilder:
     _check_vocab(model, data)
-    return BatchBuilder(data, int(model.spec.hparams["seq_len"]), batch_keys(model))
+    return BatchBuilder(data, sequence_lengths(model.spec.hparams), batch_keys(model))
 
 
 def predict(model: CtrModel, data: IngestData, split: str, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
@@ -270,7 +274,7 @@ def fit(
 
     spec = model_spec(data, model_cfg, train_cfg)
     model = build_model(spec).to(device)
-    builder = BatchBuilder(data, model_cfg.seq_len, batch_keys(model))
+    builder = BatchBuilder(data, sequence_lengths(spec.hparams), batch_keys(model))
     optimizer = make_optimizer(model, train_cfg.lr)
     forward = torch.compile(model) if train_cfg.compile else None
     rng = np.random.default_rng(train_cfg.seed)

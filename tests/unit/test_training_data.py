@@ -103,6 +103,42 @@ def test_vectorized_gather_matches_the_definition(data: IngestData) -> None:
             assert batch[key][row].tolist() == expected, (key, i)
 
 
+def test_long_history_and_category_search_match_the_definition(data: IngestData) -> None:
+    lengths = {"hist": 3, "long": 40, "cat": 6}
+    builder = BatchBuilder(data, lengths, keys=("category", "long_item", "long_ts", "cat_item", "cat_ts"))
+    index = np.random.default_rng(1).permutation(len(data.examples))[:300]
+    batch, _ = builder.build(data.examples, index)
+    assert batch["long_item"].shape == (300, 40) and batch["cat_item"].shape == (300, 6)
+    b = data.behaviors
+    hits = 0
+    for row, i in enumerate(index):
+        user, end = int(data.examples.user[i]), int(data.examples.hist_end[i])
+        assert batch["long_item"][row].tolist() == naive_history(data, user, end, 40, "item")
+        # Hard search: the user's behaviors before the impression in the candidate's category.
+        span = slice(b.offsets[user], b.offsets[user] + end)
+        same = b.category[span] == data.examples.category[i]
+        for key in ("cat_item", "cat_ts"):
+            values = getattr(b, key.removeprefix("cat_"))[span][same].tolist()[-6:]
+            assert batch[key][row].tolist() == [PAD] * (6 - len(values)) + values, (key, i)
+        hits += int(same.any())
+    assert hits > 50  # the search found something for many examples, not only empty rows
+
+
+def test_category_search_on_tiny_data() -> None:
+    # User 1's behaviors 11..15 have categories 3, 1, 2, 3, 1 (item % 3 + 1).
+    data = tiny_data(hist_end=[5, 4, 1, 0])
+    batch, _ = BatchBuilder(data, {"hist": 2, "cat": 3}, keys=("cat_item", "cat_ts")).build(
+        data.examples, slice(None)
+    )
+    assert batch["cat_item"].tolist() == [
+        [PAD, 12, 15],
+        [PAD, PAD, 12],
+        [PAD, PAD, PAD],
+        [PAD, PAD, PAD],
+    ]
+    assert batch["cat_ts"].tolist()[0] == [PAD, 200, 500]
+
+
 def test_history_never_reaches_the_impression(data: IngestData) -> None:
     batch, _ = BatchBuilder(data, seq_len=50).build(data.examples, slice(None))
     real = batch["hist_item"] != PAD

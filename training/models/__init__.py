@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -29,9 +31,16 @@ def register(name: str):
     return wrap
 
 
+# Modules of this package that hold shared code, not models.
+_NOT_MODELS = frozenset({"base", "sequence"})
+
+
 def _load_zoo() -> None:
     # Importing the model modules fills MODELS; done lazily so `import training.models` stays light.
-    from training.models import din, emb_mlp  # noqa: F401
+    # Every other module of this package is a model file, so adding one needs no edit here.
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in _NOT_MODELS and not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
 
 
 def build_model(spec: ModelSpec) -> CtrModel:

@@ -13,6 +13,12 @@ from torch import nn
 #   user, item, category, ts      (B,)   int64 dense indices / epoch ms of the impression
 #   hist_item, hist_category, hist_ts   (B, L) int64, right-aligned: the most recent behavior is at
 #                                  [:, -1]; missing positions on the left are PAD (0).
+#   long_item, long_category, long_ts   (B, M) the same for the long history, M = hparams long_seq_len
+#                                  (SIM soft search, MIMN).
+#   cat_item, cat_ts              (B, K) SIM hard search: the user's latest K = hparams search_k
+#                                  behaviors in the candidate's category, right-aligned like the
+#                                  history (training reads a user → category index of the behaviors;
+#                                  serving reads the Feast user_category_behavior view).
 #   position                      (B,)   int   optional: the slot the impression was shown in
 #                                  (1-based; <= 0 when unknown). Training and evaluation on logged
 #                                  impressions pass it; serving does not.
@@ -67,6 +73,14 @@ class CtrModel(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def auxiliary_loss(self) -> torch.Tensor:
+        """A loss term the last training-mode forward produced (DIEN's next-behavior loss, MIMN's
+        memory utilization), added to the BCE by the trainer; zero unless a model overrides it.
+
+        Models that have one keep it from `forward` (only when `self.training`) and return it here.
+        """
+        return torch.zeros((), device=next(self.parameters()).device)
 
     def regularization(self, batch: Batch) -> torch.Tensor:
         """Extra loss term (e.g. mini-batch aware L2); zero unless a model overrides it."""
