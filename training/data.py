@@ -42,7 +42,12 @@ KEY_ENTITY = {
     "cat_item": "item",
 }
 # Hparams giving the positions of each sequence group, and their defaults (ModelConfig's).
-SEQUENCE_LENGTHS = {"hist": ("seq_len", None), "long": ("long_seq_len", 1000), "cat": ("search_k", 50)}
+DEFAULT_LONG, DEFAULT_SEARCH_K = 1000, 50  # ModelConfig's defaults
+SEQUENCE_LENGTHS: dict[str, tuple[str, int | None]] = {
+    "hist": ("seq_len", None),
+    "long": ("long_seq_len", DEFAULT_LONG),
+    "cat": ("search_k", DEFAULT_SEARCH_K),
+}
 
 
 def sequence_lengths(hparams: Mapping[str, Any]) -> dict[str, int]:
@@ -289,8 +294,8 @@ class BatchBuilder:
         self, data: IngestData, seq_len: int | Mapping[str, int], keys: Iterable[str] = BATCH_KEYS
     ) -> None:
         lengths = dict(seq_len) if isinstance(seq_len, Mapping) else {"hist": seq_len}
-        lengths.setdefault("long", SEQUENCE_LENGTHS["long"][1])
-        lengths.setdefault("cat", SEQUENCE_LENGTHS["cat"][1])
+        lengths.setdefault("long", DEFAULT_LONG)
+        lengths.setdefault("cat", DEFAULT_SEARCH_K)
         for group, length in lengths.items():
             if length is None or length <= 0:
                 raise ValueError(f"{SEQUENCE_LENGTHS[group][0]} = {length}: must be > 0")
