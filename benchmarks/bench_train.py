@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from seqrank.config import ModelConfig, TrainConfig
-from training.data import BatchBuilder, Behaviors, Examples, IngestData
+from training.data import BatchBuilder, Behaviors, Examples, IngestData, sequence_lengths
 from training.models import CtrModel, ModelSpec, build_model
 from training.trainer import (
     batch_keys,
@@ -191,7 +191,10 @@ def benchmark_train(
         candidates["reference"] = ReferenceDIN(reference_spec).to(device)
 
     rng = np.random.default_rng(0)
-    builders = {name: BatchBuilder(data, seq_len, batch_keys(m)) for name, m in candidates.items()}
+    builders = {
+        name: BatchBuilder(data, sequence_lengths(m.spec.hparams), batch_keys(m))
+        for name, m in candidates.items()
+    }
 
     def make_step(name: str) -> Callable[[], None]:
         net = candidates[name]
