@@ -115,8 +115,9 @@ def test_mini_batch_l2_touches_only_rows_in_the_batch(name: str) -> None:
     reg.backward()
     item_grad = model.embeddings.item_table.weight.grad
     used = torch.zeros(VOCAB["item"], dtype=torch.bool)
-    used[batch["item"]] = True
-    used[batch["hist_item"]] = True
+    for key in ("item", "hist_item", "long_item", "cat_item"):
+        if key in model.required_inputs or key in model.optional_inputs:
+            used[batch[key]] = True
     used[PAD] = False
     assert bool((item_grad[used].abs().sum(1) > 0).all())
     assert bool((item_grad[~used] == 0).all())

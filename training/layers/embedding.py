@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -88,6 +90,19 @@ class _GatherRows(torch.autograd.Function):
         return grad_weight, None
 
 
+# The table each id batch key reads (training.models.base documents the keys).
+ID_KEY_TABLE = {
+    "user": "user",
+    "item": "item",
+    "category": "category",
+    "hist_item": "item",
+    "hist_category": "category",
+    "long_item": "item",
+    "long_category": "category",
+    "cat_item": "item",
+}
+
+
 class BehaviorEmbeddings(nn.Module):
     """The user, item and category tables most sequence models share, and the lookups they need.
 
@@ -125,14 +140,13 @@ class BehaviorEmbeddings(nn.Module):
         keys = torch.cat([hist_item, hist_category], dim=-1)
         return target, keys, batch["hist_item"] != PAD
 
-    def batch_l2(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Squared L2 of the rows this batch reads (mini-batch aware regularization)."""
-        return batch_embedding_l2(
-            [
-                (self.user_table, batch["user"]),
-                (self.item_table, batch["item"]),
-                (self.item_table, batch["hist_item"]),
-                (self.category_table, batch["category"]),
-                (self.category_table, batch["hist_category"]),
-            ]
-        )
+    def batch_l2(self, batch: dict[str, torch.Tensor], keys: Iterable[str] | None = None) -> torch.Tensor:
+        """Squared L2 of the rows this batch reads (mini-batch aware regularization).
+
+        `keys` are the id keys the model reads (user, item, category and the hist_/long_/cat_ id
+        keys); default: user, item, category, hist_item, hist_category.
+        """
+        tables = {"user": self.user_table, "item": self.item_table, "category": self.category_table}
+        wanted = keys if keys is not None else ("user", "item", "category", "hist_item", "hist_category")
+        pairs = [(tables[ID_KEY_TABLE[key]], batch[key]) for key in wanted if key in ID_KEY_TABLE]
+        return batch_embedding_l2(pairs)

@@ -27,4 +27,4 @@ class BehaviorSequenceModel(CtrModel):
         """embedding_l2 · Σ ||w||² over the embedding rows this batch reads."""
         if self.l2 == 0.0:
             return super().regularization(batch)
-        return self.l2 * self.embeddings.batch_l2(batch)
+        return self.l2 * self.embeddings.batch_l2(batch, (*self.required_inputs, *self.optional_inputs))
