@@ -280,6 +280,25 @@ class IngestData:
         return dataclasses.replace(self, vocab_sizes=sizes)
 
 
+def id_counts(data: IngestData) -> dict[str, np.ndarray]:
+    """Occurrences of every index per entity (user, item, category) in the train examples and the
+    behaviors, each array as long as the entity's vocab; what frequency-aware embeddings fit on.
+
+    Only train-split examples count, so the counts hold nothing from valid or test impressions.
+    """
+    train = data.examples.split == SPLITS.index("train")
+    b = data.behaviors
+    counts = {}
+    for entity in REQUIRED_VOCABS:
+        size = data.vocab_sizes[entity]
+        flat = getattr(data.examples, entity)[train]
+        if entity != "user":
+            flat = np.concatenate([flat, getattr(b, entity)[1:]])
+        counts[entity] = np.bincount(flat[flat < size], minlength=size)
+    counts["user"] += np.diff(b.offsets)[: data.vocab_sizes["user"]]  # a user's behaviors count too
+    return counts
+
+
 class BatchBuilder:
     """Slices examples into batches of tensors: example columns by index, histories by CSR gather.
 

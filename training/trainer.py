@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from seqrank.config import ModelConfig, TrainConfig
-from training.data import BATCH_KEYS, BatchBuilder, Examples, IngestData, sequence_lengths
+from training.data import BATCH_KEYS, BatchBuilder, Examples, IngestData, id_counts, sequence_lengths
 from training.metrics import ctr_metrics
 from training.models import CtrModel, ModelSpec, build_model
 
@@ -273,7 +273,9 @@ def fit(
     train, valid, test = data.split("train"), data.split("valid"), data.split("test")
 
     spec = model_spec(data, model_cfg, train_cfg)
-    model = build_model(spec).to(device)
+    model = build_model(spec)
+    model.prepare(id_counts(data))
+    model = model.to(device)
     builder = BatchBuilder(data, sequence_lengths(spec.hparams), batch_keys(model))
     optimizer = make_optimizer(model, train_cfg.lr)
     forward = torch.compile(model) if train_cfg.compile else None

@@ -10,7 +10,9 @@ from seqrank.schema import PAD
 MINUTE_MS = 60_000
 
 
-def time_gap_buckets(ts: torch.Tensor, hist_ts: torch.Tensor, mask: torch.Tensor, buckets: int) -> torch.Tensor:
+def time_gap_buckets(
+    ts: torch.Tensor, hist_ts: torch.Tensor, mask: torch.Tensor, buckets: int
+) -> torch.Tensor:
     """Bucket of each behavior's age at the impression, on a log2 scale of minutes.
 
     Bucket 0 is PAD; a real behavior `g` minutes old goes to 1 + floor(log2(1 + g)), capped at

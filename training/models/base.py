@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -73,6 +74,15 @@ class CtrModel(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def prepare(self, id_counts: dict[str, np.ndarray]) -> None:
+        """Fit data-dependent state before training: `id_counts[entity][index]` is how often each
+        id occurs in the training data (training.data.id_counts). The state must live in buffers
+        so it is saved with the weights; a no-op unless a model (or its embeddings) needs it, e.g.
+        frequency-based hashing picking the ids that keep their own row."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "prepare"):
+                module.prepare(id_counts)
 
     def auxiliary_loss(self) -> torch.Tensor:
         """A loss term the last training-mode forward produced (DIEN's next-behavior loss, MIMN's
