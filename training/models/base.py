@@ -81,8 +81,9 @@ class CtrModel(nn.Module):
         so it is saved with the weights; a no-op unless a model (or its embeddings) needs it, e.g.
         frequency-based hashing picking the ids that keep their own row."""
         for module in self.modules():
-            if module is not self and hasattr(module, "prepare"):
-                module.prepare(id_counts)
+            prepare = getattr(module, "prepare", None)
+            if module is not self and callable(prepare):
+                prepare(id_counts)
 
     def auxiliary_loss(self) -> torch.Tensor:
         """A loss term the last training-mode forward produced (DIEN's next-behavior loss, MIMN's
