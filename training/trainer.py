@@ -11,10 +11,11 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.distributed
 from torch import nn
 
 from seqrank.config import ModelConfig, TrainConfig
@@ -38,6 +39,99 @@ class FitResult:
     best_epoch: int  # 1-based
     valid: dict[str, float]  # metrics of the best model on the valid split
     test: dict[str, float]  # ... and on the test split
+    test_slices: dict[str, dict[str, float]] = field(default_factory=dict)  # slice -> metrics (SLICES)
+    test_probs: np.ndarray | None = None  # (N_test,) click probabilities, in the split's order
+    world_size: int = 1  # processes that trained it (distributed data parallel when > 1)
+
+
+# Test slices reported beside the overall metrics, as (description, rule). "Train impressions" count
+# the user's examples in the train split; "behaviors" those before the impression (hist_end).
+SHORT_HISTORY, LONG_HISTORY, HEAVY_SHARE = 10, 100, 0.10
+SLICES = {
+    "new_users": "users with no train impressions",
+    "heavy_users": f"the {HEAVY_SHARE:.0%} of users with the most train impressions",
+    "short_history": f"fewer than {SHORT_HISTORY} behaviors before the impression",
+    "long_history": f"at least {LONG_HISTORY} behaviors before the impression",
+}
+
+
+def slice_masks(examples: Examples, train: Examples) -> dict[str, np.ndarray]:
+    """Boolean masks over `examples`, one per SLICES entry."""
+    size = int(max(examples.user.max(initial=0), train.user.max(initial=0))) + 1
+    per_user = np.bincount(train.user, minlength=size)
+    active = per_user[per_user > 0]
+    heavy_from = np.quantile(active, 1 - HEAVY_SHARE) if len(active) else np.inf
+    seen = per_user[examples.user]
+    return {
+        "new_users": seen == 0,
+        "heavy_users": (seen > 0) & (seen >= heavy_from),
+        "short_history": examples.hist_end < SHORT_HISTORY,
+        "long_history": examples.hist_end >= LONG_HISTORY,
+    }
+
+
+def slice_metrics(examples: Examples, train: Examples, probs: np.ndarray) -> dict[str, dict[str, float]]:
+    """ctr_metrics per slice of `examples` (SLICES); a slice with no examples gets n = 0 and NaNs."""
+    return {
+        name: ctr_metrics(examples.user[mask], examples.label[mask], probs[mask])
+        for name, mask in slice_masks(examples, train).items()
+    }
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (or the single-process default)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_context() -> Distributed:
+    """Where torchrun put this process: RANK, WORLD_SIZE, LOCAL_RANK from the environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    return Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _init_distributed(ctx: Distributed, device: torch.device) -> torch.device:
+    # gloo on CPU, nccl on CUDA (one GPU per local rank); torchrun provides MASTER_ADDR/PORT.
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def _sync_buffers(model: nn.Module) -> None:
+    """Give every rank rank 0's buffers (batch-norm running statistics differ per shard)."""
+    for buffer in model.buffers():
+        torch.distributed.broadcast(buffer, src=0)
+
+
+def _replica_max_diff(model: nn.Module) -> float:
+    """Largest |value − rank 0's value| over all parameters and float buffers: 0 when the replicas agree."""
+    import torch.distributed as dist
+
+    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
+    flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    diff = (flat - reference).abs().max()
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -267,6 +361,9 @@ def fit(
         raise ValueError(f"train.epochs = {train_cfg.epochs}: must be > 0")
     seed_everything(train_cfg.seed)
     device = resolve_device(train_cfg.device)
+    ctx = distributed_context()
+    if ctx.enabled:
+        device = _init_distributed(ctx, device)
     threads = configure_threads()
     if device.type == "cpu":
         tune_allocator()
@@ -278,13 +375,23 @@ def fit(
     model = model.to(device)
     builder = BatchBuilder(data, sequence_lengths(spec.hparams), batch_keys(model))
     optimizer = make_optimizer(model, train_cfg.lr)
-    forward = torch.compile(model) if train_cfg.compile else None
-    rng = np.random.default_rng(train_cfg.seed)
+    wrapped: nn.Module | None = None
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Some models leave parameters out of a step (e.g. SIM's soft-search tower in hard mode).
+        wrapped = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    forward = torch.compile(wrapped or model) if train_cfg.compile else wrapped
+    rng = np.random.default_rng(train_cfg.seed)  # the same on every rank: one permutation, sharded
     log.info(
-        "training %s on %s (%d threads): %d train, %d valid, %d test examples",
+        "training %s on %s (%d threads, rank %d of %d): %d train, %d valid, %d test examples",
         spec.name,
         device,
         threads,
+        ctx.rank,
+        ctx.world_size,
         len(train),
         len(valid),
         len(test),
@@ -293,19 +400,25 @@ def fit(
     history: list[dict[str, float]] = []
     best_score, best_epoch, stale = -math.inf, 0, 0
     best_state: dict[str, torch.Tensor] = {}
-    steps_per_epoch = math.ceil(len(train) / train_cfg.batch_size)
-    with _progress(progress) as bar:
+    # Each rank trains on its share of one permutation; equal shares keep the ranks in step.
+    per_rank = len(train) // ctx.world_size
+    steps_per_epoch = math.ceil(per_rank / train_cfg.batch_size)
+    with _progress(progress and ctx.is_main) as bar:
         for epoch in range(1, train_cfg.epochs + 1):
             started = time.perf_counter()
             model.train()
             advance = bar(epoch, steps_per_epoch) if bar else None
             loss_sum = torch.zeros((), device=device)
-            for batch, labels in builder.batches(train, train_cfg.batch_size, shuffle=True, rng=rng):
+            order = rng.permutation(len(train))[ctx.rank :: ctx.world_size][:per_rank]
+            for batch, labels in builder.batches(train.take(order), train_cfg.batch_size):
                 loss = train_step(model, optimizer, batch, labels, device, forward, train_cfg.precision)
                 loss_sum += loss * len(labels)
                 if advance:
                     advance()
-            train_loss = float(loss_sum) / len(train)
+            if ctx.enabled:
+                _sync_buffers(model)  # e.g. Dice's running statistics: one model to evaluate and keep
+                torch.distributed.all_reduce(loss_sum)
+            train_loss = float(loss_sum) / (per_rank * ctx.world_size)
             if not math.isfinite(train_loss):
                 raise FloatingPointError(f"epoch {epoch}: training loss is {train_loss}; lower train.lr")
             seconds = time.perf_counter() - started
@@ -339,10 +452,25 @@ def fit(
 
     model.load_state_dict(best_state)
     model.eval()
+    if ctx.enabled:
+        drift = _replica_max_diff(model)
+        if drift > 0:
+            raise RuntimeError(f"data-parallel replicas disagree after training: max |Δweight| = {drift}")
     best_valid = _predict_metrics(model, builder, valid)
-    best_test = _predict_metrics(model, builder, test)
+    test_probs = _predict(model, builder, test, EVAL_BATCH_SIZE)
+    best_test = ctr_metrics(test.user, test.label, test_probs)
     log.info("best epoch %d: valid %s, test %s", best_epoch, best_valid, best_test)
-    return FitResult(model, spec, history, best_epoch, best_valid, best_test)
+    return FitResult(
+        model,
+        spec,
+        history,
+        best_epoch,
+        best_valid,
+        best_test,
+        test_slices=slice_metrics(test, train, test_probs),
+        test_probs=test_probs,
+        world_size=ctx.world_size,
+    )
 
 
 def _predict_metrics(model: CtrModel, builder: BatchBuilder, examples: Examples) -> dict[str, float]:

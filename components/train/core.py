@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from components import tracking
 from seqrank.config import PipelineConfig
@@ -61,6 +64,54 @@ def learning_curve(history: list[dict[str, float]], best_epoch: int, target: Pat
     return target
 
 
+def calibration_plot(labels: np.ndarray, probs: np.ndarray, target: Path, bins: int = 10) -> Path:
+    """Reliability diagram: observed CTR against mean predicted CTR in equal-count score bins."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    order = np.argsort(probs, kind="stable")
+    groups = [g for g in np.array_split(order, bins) if len(g)]
+    predicted = [float(probs[g].mean()) for g in groups]
+    observed = [float(labels[g].mean()) for g in groups]
+    figure = Figure(figsize=(4.5, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    top = max(predicted + observed + [1e-3]) * 1.05
+    axes.plot([0, top], [0, top], color="grey", linestyle="--", label="calibrated")
+    axes.plot(predicted, observed, marker="o", label="model")
+    axes.set_xlabel("mean predicted CTR")
+    axes.set_ylabel("observed CTR")
+    axes.set_title(f"calibration (test, {bins} equal-count bins)")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(target, dpi=100)
+    return target
+
+
+def slice_plot(slices: dict[str, dict[str, float]], overall: dict[str, float], target: Path) -> Path:
+    """Test AUC and GAUC per slice beside the overall value, with each slice's impression count."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = ["all", *slices]
+    rows = [overall, *slices.values()]
+    x = np.arange(len(names))
+    figure = Figure(figsize=(8, 3.5))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    for shift, metric in ((-0.2, "auc"), (0.2, "gauc")):
+        values = [r.get(metric, float("nan")) for r in rows]
+        axes.bar(x + shift, np.nan_to_num(values, nan=0.0), width=0.4, label=metric.upper())
+    axes.set_xticks(x, [f"{n}\nn={int(r.get('n', 0))}" for n, r in zip(names, rows, strict=True)])
+    axes.set_ylim(0.4, 1.0)
+    axes.axhline(0.5, color="grey", linewidth=0.8)
+    axes.set_title("test AUC by slice")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(target, dpi=100)
+    return target
+
+
 def run(
     ingest_dir: Path, cfg: PipelineConfig, *, tags: dict[str, str] | None = None, progress: bool = False
 ) -> dict[str, Any]:
@@ -72,19 +123,26 @@ def run(
     model as `model/` (model.safetensors + model.json, never a pickle). Registering the model is
     left to the gate and deploy steps.
 
+    Under torchrun (WORLD_SIZE > 1) every process trains its shard of the data in step; only rank
+    0 records the MLflow run, the others return {"rank": r, "metrics": ...} with no run.
+
     Returns: {"run_id", "model_uri" (artifact URI of model/), "metrics", "model_name"}.
     """
     from mlflow.entities import Metric, Param, RunStatus
 
     from training.data import load_ingest
     from training.models import save_model
-    from training.trainer import fit
+    from training.trainer import distributed_context, fit
 
     ingest_dir = Path(ingest_dir)
     manifest = ingest_dir / "manifest.json"
     if not manifest.exists():
         raise FileNotFoundError(f"no manifest.json in {ingest_dir}: the run could not name the data it used")
     data = load_ingest(ingest_dir)
+    ctx = distributed_context()
+    if not ctx.is_main:
+        replica = fit(data, cfg.model, cfg.train)
+        return {"rank": ctx.rank, "metrics": {f"test_{k}": v for k, v in replica.test.items()}}
 
     paths = StatePaths(cfg.state_dir)
     client = tracking.client(paths)
@@ -122,16 +180,30 @@ def run(
 
         final = {
             "best_epoch": float(result.best_epoch),
+            "world_size": float(result.world_size),
             **{f"best_valid_{k}": v for k, v in result.valid.items()},
             **{f"test_{k}": v for k, v in result.test.items()},
+            **{
+                f"test_{name}_{k}": v
+                for name, metrics in result.test_slices.items()
+                for k, v in metrics.items()
+                if math.isfinite(v)
+            },
         }
         log_metrics(final, result.best_epoch)
         with tempfile.TemporaryDirectory(prefix="seqrank-train-") as tmp:
             work = Path(tmp)
             save_model(result.model, work / MODEL_ARTIFACT)
             client.log_artifacts(run_id, str(work / MODEL_ARTIFACT), MODEL_ARTIFACT)
-            plot = learning_curve(result.history, result.best_epoch, work / "learning_curve.png")
-            client.log_artifact(run_id, str(plot), "plots")
+            plots = [
+                learning_curve(result.history, result.best_epoch, work / "learning_curve.png"),
+                slice_plot(result.test_slices, result.test, work / "auc_by_slice.png"),
+            ]
+            if result.test_probs is not None:
+                test = data.split("test")
+                plots.append(calibration_plot(test.label, result.test_probs, work / "calibration.png"))
+            for plot in plots:
+                client.log_artifact(run_id, str(plot), "plots")
             client.log_artifact(run_id, str(manifest), "data")
     except BaseException:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))

@@ -96,7 +96,16 @@ def test_run_records_a_complete_mlflow_run(
         "model/model.safetensors",
         "model/model.json",
     }
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/learning_curve.png"]
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
+        "plots/learning_curve.png",
+        "plots/auc_by_slice.png",
+        "plots/calibration.png",
+    }
+    # Slices: users the train split never saw, and impressions by history length, each with its n.
+    assert metrics["world_size"] == 1
+    assert metrics["test_short_history_n"] + metrics.get("test_long_history_n", 0) <= metrics["test_n"]
+    assert 0 < metrics["test_short_history_n"] < metrics["test_n"]
+    assert "test_heavy_users_auc" in metrics and 0 <= metrics["test_heavy_users_auc"] <= 1
 
     local = tracking.download(result["model_uri"], tmp_path / "download")
     assert not list(local.rglob("*.pkl")) and not list(local.rglob("*.pt"))
