@@ -304,6 +304,38 @@ def bench_train(model, seq_len, dim, batch, steps, precision, reference, as_json
     _emit(result, as_json)
 
 
+@bench.command(name="quality")
+@click.option("--models", help="Comma-separated registry names (default: every model).")
+@click.option("--input", "inputs", multiple=True, help="Raw logs instead of generated ones (repeatable).")
+@click.option("--format", "fmt", default="auto", show_default=True, help="Ingest format of --input.")
+@click.option("--work", type=click.Path(path_type=Path), help="Keep logs and ingest here; reused if present.")
+@click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_quality(models, inputs, fmt, work, config, overrides, as_json) -> None:
+    """Every model's test AUC/GAUC on the same logs, beside the oracle and a popularity baseline.
+
+    Generated logs by default (the `generator` config section); model and train sections apply
+    to every model.
+    """
+    from benchmarks.bench_quality import benchmark_quality, table
+
+    cfg = _config(config, overrides)
+    try:
+        result = benchmark_quality(
+            models.split(",") if models else None,
+            generator=cfg.generator,
+            inputs=list(inputs) or None,
+            fmt=fmt,
+            model_cfg=cfg.model,
+            train_cfg=cfg.train,
+            work=work,
+        )
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(json.dumps(result) if as_json else table(result))
+
+
 @bench.command(name="ingest")
 @click.option("--events", type=int, default=1_000_000, show_default=True, help="Generated raw events.")
 @click.option(

@@ -1,0 +1,202 @@
+"""Model quality on the same logs: every model's test AUC/GAUC beside the oracle and popularity.
+
+Generated logs (the default) carry the generator's true click probability of every impression, so
+the test split has a ceiling (the oracle) and a floor (popularity: the item's smoothed CTR in the
+train split). The figure of merit is the share of that gap a model closes:
+(model AUC − popularity AUC) / (oracle AUC − popularity AUC).
+
+    seqrank bench quality [--models din,sim] [--epochs 3] [--json]
+    seqrank bench quality --input data/movielens-latest-small --format movielens
+    python -m benchmarks.bench_quality --help
+
+Each model trains with `training.trainer.fit` (early stopping on valid GAUC) on one ingest of the
+logs; the AUCs are those of the best epoch on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from seqrank.config import GeneratorConfig, IngestConfig, ModelConfig, TrainConfig
+from seqrank.schema import SPLITS
+from training.data import Examples, IngestData, load_ingest
+from training.metrics import auc, gauc
+
+log = logging.getLogger(__name__)
+
+GOAL_GAP_CLOSED = 0.9  # the issue's goal for the best model
+POPULARITY_PRIOR = 20.0  # pseudo-impressions at the global CTR smoothing each item's CTR
+
+
+def popularity_scores(data: IngestData, examples: Examples) -> np.ndarray:
+    """Each example's item CTR in the train split, smoothed towards the global CTR."""
+    train = data.examples.split == SPLITS.index("train")
+    items, labels = data.examples.item[train], data.examples.label[train]
+    size = int(max(data.examples.item.max(), examples.item.max())) + 1
+    shown = np.bincount(items, minlength=size)
+    clicked = np.bincount(items, weights=labels, minlength=size)
+    prior = labels.mean() if len(labels) else 0.0
+    return (clicked[examples.item] + POPULARITY_PRIOR * prior) / (shown[examples.item] + POPULARITY_PRIOR)
+
+
+def oracle_scores(ingest_dir: Path, oracle_file: Path) -> np.ndarray | None:
+    """The generator's true click probability of each test impression, joined on event_id."""
+    examples = pq.read_table(ingest_dir / "examples", columns=["event_id", "split"])
+    test_ids = pc.filter(examples.column("event_id"), pc.equal(examples.column("split"), "test"))
+    oracle = pq.read_table(oracle_file, columns=["event_id", "p_click"])
+    where = pc.index_in(test_ids, value_set=oracle.column("event_id"))
+    if where.null_count:
+        log.warning("%d test impressions have no oracle row; no oracle reported", where.null_count)
+        return None
+    return oracle.column("p_click").to_numpy()[where.to_numpy()]
+
+
+def _scores(users: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    return {"auc": round(auc(labels, probs), 4), "gauc": round(gauc(users, labels, probs), 4)}
+
+
+def _model_names(models: list[str] | None) -> list[str]:
+    from training.models import MODELS, _load_zoo
+
+    _load_zoo()
+    if not models:
+        return sorted(MODELS)
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; valid names: {', '.join(sorted(MODELS))}")
+    return models
+
+
+def benchmark_quality(
+    models: list[str] | None = None,
+    *,
+    generator: GeneratorConfig | None = None,
+    inputs: list[str] | None = None,
+    fmt: str = "auto",
+    model_cfg: ModelConfig | None = None,
+    train_cfg: TrainConfig | None = None,
+    work: Path | None = None,
+) -> dict[str, Any]:
+    """Train `models` (default: the whole registry) on one ingest and score them on its test split.
+
+    Args:
+        models: registry names.
+        generator: generator settings when `inputs` is None (default: GeneratorConfig()).
+        inputs, fmt: raw logs to ingest instead (e.g. a MovieLens directory, fmt "movielens");
+            no oracle then.
+        model_cfg: shared architecture settings; each model gets them with its own name.
+        train_cfg: epochs, batch size, lr, ... (default: TrainConfig()).
+        work: directory for the logs and the ingest output (default: a temporary one).
+
+    Returns: {"oracle_auc", "popularity_auc", "models": {name: {"auc", "gauc", "gap_closed",
+    "seconds", "best_epoch"}}, "best_model", "best_gap_closed", ...}.
+    """
+    from components.ingest import run as ingest
+    from seqrank.generator import generate
+    from training.trainer import fit
+
+    names = _model_names(models)
+    model_cfg = model_cfg or ModelConfig()
+    train_cfg = train_cfg or TrainConfig()
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
+        root = Path(work or tmp)
+        oracle_file = None
+        if inputs is None:
+            raw = root / "raw"
+            if not (raw / "summary.json").exists():
+                generate(generator or GeneratorConfig(), raw)
+            inputs, fmt, oracle_file = [str(raw / "events.jsonl")], "jsonl", raw / "oracle.parquet"
+            side = {"users": raw / "users.parquet", "items": raw / "items.parquet"}
+        else:
+            side = {}
+        out = root / "ingest"
+        if not (out / "manifest.json").exists():
+            ingest(inputs, out, IngestConfig(), fmt=fmt, **side)
+        data = load_ingest(out)
+        test = data.split("test")
+        result: dict[str, Any] = {
+            "data": "generated" if oracle_file else ",".join(inputs),
+            "examples": {split: int((data.examples.split == i).sum()) for i, split in enumerate(SPLITS)},
+            "test_label_rate": round(float(test.label.mean()), 4),
+        }
+        floor = _scores(test.user, test.label, popularity_scores(data, test))
+        result["popularity_auc"], result["popularity_gauc"] = floor["auc"], floor["gauc"]
+        ceiling = oracle_scores(out, oracle_file) if oracle_file else None
+        if ceiling is not None:
+            top = _scores(test.user, test.label, ceiling)
+            result["oracle_auc"], result["oracle_gauc"] = top["auc"], top["gauc"]
+
+        result["models"] = {}
+        for name in names:
+            started = time.perf_counter()
+            fitted = fit(data, model_cfg.model_copy(update={"name": name}), train_cfg)
+            entry: dict[str, Any] = {
+                "auc": round(fitted.test["auc"], 4),
+                "gauc": round(fitted.test["gauc"], 4),
+                "best_epoch": fitted.best_epoch,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            if ceiling is not None:
+                entry["gap_closed"] = round(_gap_closed(entry["auc"], result), 3)
+            result["models"][name] = entry
+            log.info("%s: %s", name, entry)
+    best = max(result["models"], key=lambda n: result["models"][n]["auc"])
+    result["best_model"] = best
+    if "oracle_auc" in result:
+        result["best_gap_closed"] = result["models"][best]["gap_closed"]
+        result["goal_gap_closed"] = GOAL_GAP_CLOSED
+    return result
+
+
+def _gap_closed(model_auc: float, result: dict[str, Any]) -> float:
+    gap = result["oracle_auc"] - result["popularity_auc"]
+    return (model_auc - result["popularity_auc"]) / gap if gap > 0 else float("nan")
+
+
+def table(result: dict[str, Any]) -> str:
+    """The result as a Markdown table, references first."""
+    lines = ["| model | test AUC | test GAUC | gap closed | seconds |", "|---|---|---|---|---|"]
+    if "oracle_auc" in result:
+        lines.append(f"| oracle | {result['oracle_auc']} | {result['oracle_gauc']} | 1.0 | |")
+    lines.append(f"| popularity | {result['popularity_auc']} | {result['popularity_gauc']} | 0.0 | |")
+    for name, m in sorted(result["models"].items(), key=lambda kv: -kv[1]["auc"]):
+        lines.append(f"| {name} | {m['auc']} | {m['gauc']} | {m.get('gap_closed', '')} | {m['seconds']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", help="comma-separated registry names (default: all)")
+    parser.add_argument("--input", nargs="*", help="raw logs to use instead of generated ones")
+    parser.add_argument("--format", default="auto", help="ingest format of --input")
+    parser.add_argument("--epochs", type=int, default=TrainConfig().epochs)
+    parser.add_argument("--seq-len", type=int, default=ModelConfig().seq_len)
+    parser.add_argument("--users", type=int, default=GeneratorConfig().users, help="generated users")
+    parser.add_argument("--work", type=Path, help="keep logs and ingest output here (reused when present)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    result = benchmark_quality(
+        args.models.split(",") if args.models else None,
+        generator=GeneratorConfig(users=args.users),
+        inputs=args.input or None,
+        fmt=args.format,
+        model_cfg=ModelConfig(seq_len=args.seq_len),
+        train_cfg=TrainConfig(epochs=args.epochs),
+        work=args.work,
+    )
+    print(json.dumps(result, indent=2) if args.json else table(result))
+
+
+if __name__ == "__main__":
+    main()
