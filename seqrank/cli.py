@@ -142,12 +142,25 @@ def validate(data: Path, docs, against, config, overrides) -> None:
 @click.option("--data", type=click.Path(exists=True, path_type=Path), required=True, help="An ingest output.")
 @click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
-def train(model, data: Path, config, overrides) -> None:
-    """Train one model on an ingest output and record it as an MLflow run."""
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(path_type=Path),
+    help="Checkpoint every epoch here (train.checkpoint_dir).",
+)
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
+def train(model, data: Path, config, overrides, checkpoint_dir, resume) -> None:
+    """Train one model on an ingest output and record it as an MLflow run.
+
+    Under torchrun it trains data-parallel, e.g. on 2 CPU processes:
+    `torchrun --standalone --nproc-per-node 2 -m seqrank.cli train --data DIR`.
+    """
     from components import train as train_step
 
-    cfg = _config(config, overrides, **{"model.name": model})
-    result = train_step.run(data, cfg, tags={"source": "cli"}, progress=sys.stderr.isatty())
+    fields = {"model.name": model, "train.checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}
+    cfg = _config(config, overrides, **fields)
+    if resume and cfg.train.checkpoint_dir is None:
+        raise click.UsageError("--resume needs --checkpoint-dir (or train.checkpoint_dir)")
+    result = train_step.run(data, cfg, tags={"source": "cli"}, progress=sys.stderr.isatty(), resume=resume)
     click.echo(json.dumps(result, indent=2, default=str))
 
 

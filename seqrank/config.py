@@ -157,6 +157,9 @@ class TrainConfig(_Section):
     )
     compile: bool = Field(False, description="wrap the model in torch.compile")
     seed: int = 0
+    checkpoint_dir: Path | None = Field(
+        None, description="write the last and best epoch here after every epoch; `train --resume` continues"
+    )
     experiment: str = Field("seqrank", min_length=1, description="MLflow experiment name")
     registered_model: str = Field("seqrank-ranker", min_length=1, description="MLflow registered model")
 

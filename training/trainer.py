@@ -19,6 +19,7 @@ import torch.distributed
 from torch import nn
 
 from seqrank.config import ModelConfig, TrainConfig
+from training import checkpoint
 from training.data import BATCH_KEYS, BatchBuilder, Examples, IngestData, id_counts, sequence_lengths
 from training.metrics import ctr_metrics
 from training.models import CtrModel, ModelSpec, build_model
@@ -343,6 +344,7 @@ def fit(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     *,
     progress: bool = False,
+    resume: bool = False,
 ) -> FitResult:
     """Train `model_cfg.name` on the train split, keep the epoch with the best validation GAUC.
 
@@ -354,6 +356,10 @@ def fit(
         on_epoch: called after every epoch with (epoch, metrics): train_loss, valid_auc,
             valid_gauc, valid_logloss, valid_calibration, epoch_seconds, train_samples_per_s.
         progress: show a rich progress bar per epoch.
+        resume: continue from the checkpoint in `train_cfg.checkpoint_dir` (training.checkpoint)
+            when there is one: same weights, optimizer state, RNGs and history as if never stopped.
+
+    Every epoch writes a checkpoint there when `train_cfg.checkpoint_dir` is set (rank 0 only).
 
     Returns: the best model (eval mode), its spec, the per-epoch history and best metrics.
     """
@@ -397,14 +403,21 @@ def fit(
         len(test),
     )
 
-    history: list[dict[str, float]] = []
-    best_score, best_epoch, stale = -math.inf, 0, 0
+    state = checkpoint.Progress()
     best_state: dict[str, torch.Tensor] = {}
+    checkpoint_dir = train_cfg.checkpoint_dir
+    if resume and checkpoint.exists(checkpoint_dir):
+        assert checkpoint_dir is not None
+        state, best_state = checkpoint.load(checkpoint_dir, model, optimizer, rng)
+        log.info("resuming from %s after epoch %d", checkpoint_dir, state.epoch)
+    history = state.history
     # Each rank trains on its share of one permutation; equal shares keep the ranks in step.
     per_rank = len(train) // ctx.world_size
     steps_per_epoch = math.ceil(per_rank / train_cfg.batch_size)
     with _progress(progress and ctx.is_main) as bar:
-        for epoch in range(1, train_cfg.epochs + 1):
+        for epoch in range(state.epoch + 1, train_cfg.epochs + 1):
+            if state.stale > train_cfg.patience:
+                break  # a resumed run that had already stopped early
             started = time.perf_counter()
             model.train()
             advance = bar(epoch, steps_per_epoch) if bar else None
@@ -441,14 +454,20 @@ def fit(
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
             score = _selection_score(valid_metrics)
-            if not best_state or score > best_score:
-                best_score, best_epoch, stale = score, epoch, 0
+            improved = not best_state or score > state.best_score
+            state.epoch = epoch
+            if improved:
+                state.best_score, state.best_epoch, state.stale = score, epoch, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
-                stale += 1
-                if stale > train_cfg.patience:
-                    log.info("no validation gain for %d epochs: stopping after epoch %d", stale, epoch)
-                    break
+                state.stale += 1
+            if checkpoint_dir is not None and ctx.is_main:
+                checkpoint.save(
+                    checkpoint_dir, model, optimizer, state, rng, best_state if improved else None
+                )
+            if state.stale > train_cfg.patience:
+                log.info("no validation gain for %d epochs: stopping after epoch %d", state.stale, epoch)
+                break
 
     model.load_state_dict(best_state)
     model.eval()
@@ -459,12 +478,12 @@ def fit(
     best_valid = _predict_metrics(model, builder, valid)
     test_probs = _predict(model, builder, test, EVAL_BATCH_SIZE)
     best_test = ctr_metrics(test.user, test.label, test_probs)
-    log.info("best epoch %d: valid %s, test %s", best_epoch, best_valid, best_test)
+    log.info("best epoch %d: valid %s, test %s", state.best_epoch, best_valid, best_test)
     return FitResult(
         model,
         spec,
         history,
-        best_epoch,
+        state.best_epoch,
         best_valid,
         best_test,
         test_slices=slice_metrics(test, train, test_probs),

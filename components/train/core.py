@@ -113,7 +113,12 @@ def slice_plot(slices: dict[str, dict[str, float]], overall: dict[str, float], t
 
 
 def run(
-    ingest_dir: Path, cfg: PipelineConfig, *, tags: dict[str, str] | None = None, progress: bool = False
+    ingest_dir: Path,
+    cfg: PipelineConfig,
+    *,
+    tags: dict[str, str] | None = None,
+    progress: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train `cfg.model` on `ingest_dir` as one MLflow run in `cfg.train.experiment`.
 
@@ -141,7 +146,7 @@ def run(
     data = load_ingest(ingest_dir)
     ctx = distributed_context()
     if not ctx.is_main:
-        replica = fit(data, cfg.model, cfg.train)
+        replica = fit(data, cfg.model, cfg.train, resume=resume)
         return {"rank": ctx.rank, "metrics": {f"test_{k}": v for k, v in replica.test.items()}}
 
     paths = StatePaths(cfg.state_dir)
@@ -176,6 +181,7 @@ def run(
             cfg.train,
             on_epoch=lambda epoch, metrics: log_metrics(metrics, epoch),
             progress=progress,
+            resume=resume,
         )
 
         final = {

@@ -7,6 +7,7 @@ import json
 import pkgutil
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from training.models.base import Batch, CtrModel, ModelSpec
@@ -52,11 +53,15 @@ def build_model(spec: ModelSpec) -> CtrModel:
 
 def save_model(model: CtrModel, path: Path | str) -> None:
     """Write `model.safetensors` and `model.json` into directory `path`."""
+    save_state(model.spec, model.state_dict(), path)
+
+
+def save_state(spec: ModelSpec, state: dict[str, torch.Tensor], path: Path | str) -> None:
+    """`save_model` for weights held apart from a model (e.g. the best epoch's state dict)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path / WEIGHTS_FILE))
-    (path / SPEC_FILE).write_text(json.dumps(model.spec.to_dict(), indent=2, sort_keys=True))
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path / WEIGHTS_FILE))
+    (path / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True))
 
 
 def load_model(path: Path | str, device: str = "cpu") -> CtrModel:
@@ -68,4 +73,14 @@ def load_model(path: Path | str, device: str = "cpu") -> CtrModel:
     return model.to(device).eval()
 
 
-__all__ = ["MODELS", "Batch", "CtrModel", "ModelSpec", "build_model", "load_model", "register", "save_model"]
+__all__ = [
+    "MODELS",
+    "Batch",
+    "CtrModel",
+    "ModelSpec",
+    "build_model",
+    "load_model",
+    "register",
+    "save_model",
+    "save_state",
+]
