@@ -49,16 +49,17 @@ def popularity_scores(data: IngestData, examples: Examples) -> np.ndarray:
     return (clicked[examples.item] + POPULARITY_PRIOR * prior) / (shown[examples.item] + POPULARITY_PRIOR)
 
 
-def oracle_scores(ingest_dir: Path, oracle_file: Path) -> np.ndarray | None:
-    """The generator's true click probability of each test impression, joined on event_id."""
+def oracle_scores(ingest_dir: Path, oracle_file: Path, column: str = "p_click") -> np.ndarray | None:
+    """The generator's click probability of each test impression, joined on event_id: `p_click`
+    (the truth) or `p_click_last50` (what the user's last 50 behaviors reveal)."""
     examples = pq.read_table(ingest_dir / "examples", columns=["event_id", "split"])
     test_ids = pc.filter(examples.column("event_id"), pc.equal(examples.column("split"), "test"))
-    oracle = pq.read_table(oracle_file, columns=["event_id", "p_click"])
+    oracle = pq.read_table(oracle_file, columns=["event_id", column])
     where = pc.index_in(test_ids, value_set=oracle.column("event_id"))
     if where.null_count:
         log.warning("%d test impressions have no oracle row; no oracle reported", where.null_count)
         return None
-    return oracle.column("p_click").to_numpy()[where.to_numpy()]
+    return oracle.column(column).to_numpy()[where.to_numpy()]
 
 
 def _scores(users: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -98,7 +99,7 @@ def benchmark_quality(
         train_cfg: epochs, batch size, lr, ... (default: TrainConfig()).
         work: directory for the logs and the ingest output (default: a temporary one).
 
-    Returns: {"oracle_auc", "popularity_auc", "models": {name: {"auc", "gauc", "gap_closed",
+    Returns: {"oracle_auc", "oracle_last50_auc", "popularity_auc", "models": {name: {"auc", "gauc", "gap_closed",
     "seconds", "best_epoch"}}, "best_model", "best_gap_closed", ...}.
     """
     from components.ingest import run as ingest
@@ -135,6 +136,9 @@ def benchmark_quality(
         if ceiling is not None:
             top = _scores(test.user, test.label, ceiling)
             result["oracle_auc"], result["oracle_gauc"] = top["auc"], top["gauc"]
+            last50 = oracle_scores(out, oracle_file, "p_click_last50")
+            if last50 is not None:
+                result["oracle_last50_auc"] = _scores(test.user, test.label, last50)["auc"]
 
         result["models"] = {}
         for name in names:
@@ -168,6 +172,11 @@ def table(result: dict[str, Any]) -> str:
     lines = ["| model | test AUC | test GAUC | gap closed | seconds |", "|---|---|---|---|---|"]
     if "oracle_auc" in result:
         lines.append(f"| oracle | {result['oracle_auc']} | {result['oracle_gauc']} | 1.0 | |")
+        if "oracle_last50_auc" in result:
+            closed = round(_gap_closed(result["oracle_last50_auc"], result), 3)
+            lines.append(
+                f"| oracle from the last 50 behaviors | {result['oracle_last50_auc']} | | {closed} | |"
+            )
     lines.append(f"| popularity | {result['popularity_auc']} | {result['popularity_gauc']} | 0.0 | |")
     for name, m in sorted(result["models"].items(), key=lambda kv: -kv[1]["auc"]):
         lines.append(f"| {name} | {m['auc']} | {m['gauc']} | {m.get('gap_closed', '')} | {m['seconds']} |")

@@ -24,6 +24,7 @@ def test_quality_bench_scores_models_between_popularity_and_oracle(tmp_path: Pat
     assert result["examples"]["test"] > 0
     # The oracle knows the true click probabilities: it must beat a popularity baseline.
     assert 0.5 < result["popularity_auc"] < result["oracle_auc"] <= 1.0
+    assert result["oracle_last50_auc"] <= result["oracle_auc"]
     model = result["models"]["emb_mlp"]
     assert 0.0 <= model["auc"] <= 1.0 and model["best_epoch"] == 1
     gap = (model["auc"] - result["popularity_auc"]) / (result["oracle_auc"] - result["popularity_auc"])
