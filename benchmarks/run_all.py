@@ -9,7 +9,7 @@ import argparse
 import subprocess
 import sys
 
-BENCHMARKS = ("generate", "ingest", "features", "train", "serving")
+BENCHMARKS = ("generate", "ingest", "features", "materialize", "train", "serving", "quality")
 
 
 def main() -> None:
