@@ -5,6 +5,7 @@ Layout, as the deploy step exports it::
     bundle/model/{model.safetensors,model.json}   training.models.save_model output
     bundle/vocab/{user,item,category,brand}.parquet   VOCAB: raw id -> dense index (0 = unknown)
     bundle/items.parquet                          ITEMS: item index -> category, brand, price
+                                                  (price feeds item_dense when the model reads it)
     bundle/bundle.json                            {"model_version", "run_id", "metrics", ...}
 """
 
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 
 from seqrank.schema import ITEMS, PAD, VOCAB, VOCAB_ENTITIES, check_schema
 from training.data import sequence_lengths
+from training.dense import price_table
 from training.models import CtrModel, load_model
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ SERVED_INPUTS = frozenset(
         "hist_item", "hist_category", "hist_ts",
         "long_item", "long_category", "long_ts",
         "cat_item", "cat_ts",
+        "item_dense",
     }
 )  # fmt: skip
 
@@ -57,6 +60,8 @@ class Bundle:
     item_index: dict[str, int]
     item_category: np.ndarray  # (n_items,) category index by item index; PAD for unknown items
     vocab_sizes: dict[str, int] = field(default_factory=dict)  # embedding rows per entity, from the model
+    # (n_items,) price by item index, NaN where unknown; read only when the model reads item_dense.
+    item_price: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def _read_vocab(path: Path) -> dict[str, int]:
@@ -80,6 +85,15 @@ def _item_categories(path: Path, n_rows: int) -> np.ndarray:
     return lookup
 
 
+def _item_prices(path: Path, n_rows: int) -> np.ndarray:
+    # Only models reading item_dense need prices; for them the column is part of the contract.
+    if "price" not in pq.read_schema(path).names:
+        raise BundleError(f"{path} has no price column, which item_dense (the model's input) needs")
+    table = pq.read_table(path, columns=["item", "price"])
+    check_schema(table, pa.schema([ITEMS.field("item"), ITEMS.field("price")]), str(path))
+    return price_table(table, n_rows)
+
+
 def load_bundle(path: Path) -> Bundle:
     """Load and check a bundle directory; raises BundleError (or the loader's error) when it is unusable."""
     path = Path(path)
@@ -101,6 +115,10 @@ def load_bundle(path: Path) -> Bundle:
         raise BundleError(f"model spec: {err}") from None
     seq_len = lengths["hist"]
     vocab = {entity: _read_vocab(path / "vocab" / f"{entity}.parquet") for entity in VOCAB_ENTITIES}
+    inputs = frozenset(model.required_inputs) | (frozenset(model.optional_inputs) & SERVED_INPUTS)
+    n_items = model.spec.vocab_sizes.get("item", 0)
+    items_path = path / "items.parquet"
+    item_category = _item_categories(items_path, n_items)
     bundle = Bundle(
         path=path,
         model=model,
@@ -109,11 +127,12 @@ def load_bundle(path: Path) -> Bundle:
         metrics=dict(meta.get("metrics") or {}),
         seq_len=seq_len,
         lengths=lengths,
-        inputs=frozenset(model.required_inputs) | (frozenset(model.optional_inputs) & SERVED_INPUTS),
+        inputs=inputs,
         user_index=vocab["user"],
         item_index=vocab["item"],
-        item_category=_item_categories(path / "items.parquet", model.spec.vocab_sizes.get("item", 0)),
+        item_category=item_category,
         vocab_sizes=dict(model.spec.vocab_sizes),
+        item_price=_item_prices(items_path, n_items) if "item_dense" in inputs else np.zeros(0),
     )
     log.info(
         "loaded bundle %s (%s, model %s, seq_len %d)", path, bundle.model_version, model.spec.name, seq_len

@@ -12,6 +12,7 @@ import numpy as np
 
 from feature_repo import (
     CATEGORY_SEQUENCE_FEATURES,
+    ITEM_STATS_VIEW,
     USER_BEHAVIOR,
     USER_CATEGORY_BEHAVIOR,
     Behavior,
@@ -19,6 +20,7 @@ from feature_repo import (
     push_behaviors,
 )
 from seqrank.schema import SEQUENCE_FEATURES
+from training.dense import STATS_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class OnlineFeatures:
         self._provider = self.store.provider
         self._user_view = self.store.get_feature_view(USER_BEHAVIOR)
         self._category_view = self.store.get_feature_view(USER_CATEGORY_BEHAVIOR)
+        self._item_stats_view: Any = None  # resolved on first use: only dense models read it
         self._entity_key = EntityKey
         self._value = Value
         # The SQLite online store shares one connection; the service calls in from worker threads.
@@ -95,3 +98,29 @@ class OnlineFeatures:
             c: decode_arrays(values, CATEGORY_SEQUENCE_FEATURES)
             for c, (_, values) in zip(wanted, rows, strict=True)
         }
+
+    def item_stats(self, items: np.ndarray) -> dict[str, np.ndarray]:
+        """The latest item_stats row of each item: STATS_COLUMNS → (B,) int64 arrays in the order of
+        `items` (item indices). Items without statistics, unknown items and PAD read 0, as training
+        reads an item before its first snapshot. One online read for the distinct known items.
+        """
+        items = np.asarray(items, dtype=np.int64)
+        out = {name: np.zeros(len(items), dtype=np.int64) for name in STATS_COLUMNS}
+        wanted, inverse = np.unique(items, return_inverse=True)
+        known = wanted > 0
+        if not known.any():
+            return out
+        if self._item_stats_view is None:
+            self._item_stats_view = self.store.get_feature_view(ITEM_STATS_VIEW)
+        keys = [self._key(item=int(i)) for i in wanted[known]]
+        with self._lock:
+            rows = self._provider.online_read(
+                self.store.config, self._item_stats_view, keys, list(STATS_COLUMNS)
+            )
+        per_item = {name: np.zeros(len(wanted), dtype=np.int64) for name in STATS_COLUMNS}
+        for position, (_, values) in zip(np.flatnonzero(known), rows, strict=True):
+            for name in STATS_COLUMNS:
+                value = values.get(name) if values else None
+                if value is not None:
+                    per_item[name][position] = value.int64_val
+        return {name: per_item[name][inverse] for name in STATS_COLUMNS}

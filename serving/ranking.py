@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 
 from seqrank.schema import PAD
 from serving.bundle import Bundle
+from training.dense import STATS_COLUMNS, dense_features
 
 
 def _known(indices: np.ndarray, size: int | None) -> np.ndarray:
@@ -33,6 +36,7 @@ def build_batch(
     sequence: dict[str, np.ndarray],
     now_ms: int,
     category_sequences: dict[int, dict[str, np.ndarray]] | None = None,
+    item_stats: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, torch.Tensor]:
     """One row per candidate: user, item, category, ts (B,), and the sequence keys the model reads.
 
@@ -40,6 +44,10 @@ def build_batch(
     row), one (1, L) tensor expanded to (B, L), not B copies. cat_item/cat_ts (B, K), for SIM's
     hard search, come from `category_sequences` (category index → the user_category_behavior row,
     see `candidate_categories`); a candidate's row is its category's latest K behaviors.
+    item_dense (B, F), for models with hparams dense on, is `training.dense.dense_features` of the
+    candidate's price (the bundle's item table) and `item_stats` (STATS_COLUMNS → (B,) arrays in
+    candidate order, the Feast item_stats row of each candidate: `OnlineFeatures.item_stats` of
+    `candidate_items`), computed exactly as training computes it.
     """
     sizes = bundle.vocab_sizes
     b = len(candidates)
@@ -65,15 +73,37 @@ def build_batch(
         if category_sequences is None:
             raise ValueError(f"model {bundle.model.spec.name!r} reads cat_* keys: pass category_sequences")
         batch.update(_category_rows(bundle, raw_categories, category_sequences))
+    if "item_dense" in bundle.inputs:
+        if item_stats is None:
+            raise ValueError(f"model {bundle.model.spec.name!r} reads item_dense: pass item_stats")
+        batch["item_dense"] = torch.from_numpy(_item_dense(bundle, raw_items, item_stats))
     return batch
+
+
+def candidate_items(bundle: Bundle, candidates: list[str]) -> np.ndarray:
+    """Item index of each candidate (B,), PAD for items the bundle does not know."""
+    return np.fromiter(
+        (bundle.item_index.get(c, PAD) for c in candidates), dtype=np.int64, count=len(candidates)
+    )
+
+
+def _item_dense(bundle: Bundle, items: np.ndarray, stats: Mapping[str, np.ndarray]) -> np.ndarray:
+    missing = [name for name in STATS_COLUMNS if name not in stats]
+    if missing:
+        raise ValueError(f"item_stats lacks {missing}; expected {', '.join(STATS_COLUMNS)}")
+    for name in STATS_COLUMNS:
+        if len(stats[name]) != len(items):
+            raise ValueError(
+                f"item_stats[{name!r}] holds {len(stats[name])} values for {len(items)} candidates"
+            )
+    inside = (items > PAD) & (items < len(bundle.item_price))
+    price = np.where(inside, bundle.item_price[np.where(inside, items, 0)], np.nan)
+    return dense_features(price, stats["impressions_total"], stats["clicks_total"])
 
 
 def candidate_categories(bundle: Bundle, candidates: list[str]) -> np.ndarray:
     """Category index of each candidate (B,), PAD for items the bundle does not know."""
-    items = np.fromiter(
-        (bundle.item_index.get(c, PAD) for c in candidates), dtype=np.int64, count=len(candidates)
-    )
-    return _categories_of(bundle, items)
+    return _categories_of(bundle, candidate_items(bundle, candidates))
 
 
 def _categories_of(bundle: Bundle, items: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +24,20 @@ import torch
 
 from seqrank.schema import BEHAVIORS, EXAMPLES, PAD, SPLITS, VOCAB, VOCAB_ENTITIES, check_schema
 from seqrank.storage import read_json
+from training.dense import ItemDense, load_item_dense
+
+log = logging.getLogger(__name__)
 
 # Keys a batch can hold, in the order of the convention in training/models/base.py.
 EXAMPLE_KEYS = ("user", "item", "category", "ts", "position")
 HISTORY_KEYS = ("hist_item", "hist_category", "hist_ts")
 LONG_KEYS = ("long_item", "long_category", "long_ts")
 CATEGORY_KEYS = ("cat_item", "cat_ts")
-BATCH_KEYS = EXAMPLE_KEYS + HISTORY_KEYS + LONG_KEYS + CATEGORY_KEYS
+# item_dense (B, F) float32: the candidate's continuous features (training.dense), built only when
+# a model asks for it.
+DENSE_KEYS = ("item_dense",)
+SEQUENCE_BATCH_KEYS = EXAMPLE_KEYS + HISTORY_KEYS + LONG_KEYS + CATEGORY_KEYS
+BATCH_KEYS = SEQUENCE_BATCH_KEYS + DENSE_KEYS
 # The vocab entity each id key indexes; keys absent here (ts, hist_ts, ...) are not ids.
 KEY_ENTITY = {
     "user": "user",
@@ -213,6 +221,8 @@ class IngestData:
     """An ingest output in memory: examples of every split, behaviors, vocab sizes, manifest.
 
     `vocab_sizes` is what batches must respect: ids at or above it become PAD (see `restricted_to`).
+    `item_dense` (prices and item statistics for the `item_dense` batch key) is read from `path` on
+    first use, unless `dense` already holds it.
     """
 
     examples: Examples
@@ -220,6 +230,7 @@ class IngestData:
     vocab_sizes: dict[str, int]  # entity -> rows including PAD (max index + 1)
     manifest: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    dense: ItemDense | None = None  # in-memory item prices and statistics snapshots
 
     def __post_init__(self) -> None:
         if len(self.examples) == 0:
@@ -258,6 +269,17 @@ class IngestData:
             "item": int(max(self.examples.item.max(), b.item.max())),
             "category": int(max(self.examples.category.max(), b.category.max())),
         }
+
+    @functools.cached_property
+    def item_dense(self) -> ItemDense:
+        """Item prices and statistics snapshots: `dense`, else items/ and item_stats/ under `path`;
+        data with neither has unknown prices and no statistics for every item."""
+        if self.dense is not None:
+            return self.dense
+        if self.path is None:
+            log.warning("in-memory data without item features: item_dense holds unknown prices only")
+            return ItemDense(np.full(self.vocab_sizes["item"], np.nan))
+        return load_item_dense(self.path, self.vocab_sizes["item"])
 
     def split(self, name: str) -> Examples:
         """The examples of split `name` (train, valid or test); ValueError when it has none."""
@@ -310,7 +332,7 @@ class BatchBuilder:
     """
 
     def __init__(
-        self, data: IngestData, seq_len: int | Mapping[str, int], keys: Iterable[str] = BATCH_KEYS
+        self, data: IngestData, seq_len: int | Mapping[str, int], keys: Iterable[str] = SEQUENCE_BATCH_KEYS
     ) -> None:
         lengths = dict(seq_len) if isinstance(seq_len, Mapping) else {"hist": seq_len}
         lengths.setdefault("long", DEFAULT_LONG)
@@ -323,6 +345,7 @@ class BatchBuilder:
         if unknown:
             raise ValueError(f"batch keys {unknown} cannot be built; available: {', '.join(BATCH_KEYS)}")
         self.behaviors = data.behaviors
+        self.item_dense = data.item_dense if "item_dense" in self.keys else None
         self.lengths = lengths
         self.seq_len = lengths["hist"]
         # Only entities whose data holds ids beyond the limit need the (cheap but not free) clamp.
@@ -353,6 +376,9 @@ class BatchBuilder:
             )  # (B, K)
             for key in wanted:
                 columns[key] = getattr(self.behaviors, key.removeprefix("cat_"))[flat]
+        if self.item_dense is not None:
+            # Features of the real item, also when the model's vocab maps it to PAD below.
+            columns["item_dense"] = self.item_dense.features(examples.item[index], examples.ts[index])
         for key, values in columns.items():
             limit = self._limits.get(KEY_ENTITY.get(key, ""))
             if limit is not None:

@@ -147,7 +147,7 @@ def test_model_argument_errors() -> None:
         build_model(ModelSpec("din", {**HPARAMS, "attention_hidden": [0]}, dict(VOCAB)))
     with pytest.raises(ValueError, match="pooling"):
         build_model(ModelSpec("emb_mlp", {**HPARAMS, "pooling": "max"}, dict(VOCAB)))
-    with pytest.raises(ValueError, match="valid names: din, emb_mlp"):
+    with pytest.raises(ValueError, match=r"valid names: .*din, .*emb_mlp"):
         build_model(ModelSpec("nope", dict(HPARAMS), dict(VOCAB)))
 
 

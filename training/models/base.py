@@ -23,6 +23,12 @@ from torch import nn
 #   position                      (B,)   int   optional: the slot the impression was shown in
 #                                  (1-based; <= 0 when unknown). Training and evaluation on logged
 #                                  impressions pass it; serving does not.
+#   item_dense                    (B, F) float32 optional: the candidate's continuous features as of
+#                                  `ts`, columns training.dense.DENSE_FEATURES (log price, price
+#                                  known, smoothed CTR, log impressions); built only for models with
+#                                  hparams dense != "off". Training reads the price from items/ and
+#                                  the latest item_stats/ snapshot with snapshot ts <= ts; serving the
+#                                  bundle's item table and the Feast item_stats view.
 # Histories are the user's behaviors strictly before `ts` (training gathers them with hist_end;
 # serving reads them from the Feast online store), so both see exactly the same tensors.
 Batch = dict[str, torch.Tensor]

@@ -28,14 +28,17 @@ class DIN(BehaviorSequenceModel):
     sigmoid as in the authors' code), mlp_hidden (Dice), and embedding_l2: the weight of the
     mini-batch aware L2 on the embedding rows a batch uses (the paper's Mini-batch Aware
     Regularization; the trainer copies it from TrainConfig into the hparams, 0 or absent disables
-    it). Serving ignores embedding_l2.
+    it). Serving ignores embedding_l2. With hparams dense "normalized" or "autodis" the candidate's
+    continuous features (batch key item_dense) join the MLP input.
     """
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         hp, dim = spec.hparams, self.dim
         self.attention = TargetAttention(2 * dim, layer_sizes(hp, "attention_hidden"), activation="sigmoid")
-        self.mlp = MLP(7 * dim, layer_sizes(hp, "mlp_hidden"), activation="dice", out_dim=1)
+        self.mlp = MLP(
+            7 * dim + self.enable_dense(), layer_sizes(hp, "mlp_hidden"), activation="dice", out_dim=1
+        )
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits (B,) for a batch holding `required_inputs` (see training.models.base)."""
@@ -43,4 +46,5 @@ class DIN(BehaviorSequenceModel):
         target, history, mask = self.embeddings.target_and_history(batch)  # (B, 2D), (B, L, 2D), (B, L)
         interest = self.attention(target, history, mask)  # (B, 2D)
         features = torch.cat([user, interest, target, interest * target], dim=1)  # (B, 7D)
+        features = self.with_dense(batch, features)  # (B, 7D + dense width) when hparams dense is on
         return self.mlp(features).squeeze(1) + self.position_logit(batch)

@@ -27,7 +27,8 @@ class EmbMLP(BehaviorSequenceModel):
         MLP([user, pooled, target]) with PReLU → logit (B,)
 
     Hparams: embedding_dim, seq_len, mlp_hidden, optional pooling ("sum" or "mean", default
-    "sum") and embedding_l2 (mini-batch aware L2 weight, as in DIN).
+    "sum"), embedding_l2 (mini-batch aware L2 weight, as in DIN) and dense (item_dense joins the
+    MLP input unless "off").
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -36,7 +37,9 @@ class EmbMLP(BehaviorSequenceModel):
         self.pooling = hp.get("pooling", "sum")
         if self.pooling not in POOLINGS:
             raise ValueError(f"hparams['pooling'] = {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
-        self.mlp = MLP(5 * dim, layer_sizes(hp, "mlp_hidden"), activation="prelu", out_dim=1)
+        self.mlp = MLP(
+            5 * dim + self.enable_dense(), layer_sizes(hp, "mlp_hidden"), activation="prelu", out_dim=1
+        )
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits (B,) for a batch holding `required_inputs` (see training.models.base)."""
@@ -45,4 +48,5 @@ class EmbMLP(BehaviorSequenceModel):
         pooled = history.sum(dim=1)  # (B, 2D); PAD rows are zero
         if self.pooling == "mean":
             pooled = pooled / mask.sum(dim=1, keepdim=True).clamp(min=1).to(pooled.dtype)
-        return self.mlp(torch.cat([user, pooled, target], dim=1)).squeeze(1) + self.position_logit(batch)
+        features = self.with_dense(batch, torch.cat([user, pooled, target], dim=1))  # (B, 5D [+ dense])
+        return self.mlp(features).squeeze(1) + self.position_logit(batch)
