@@ -110,3 +110,107 @@ def write_training_ingest(
     manifest = {"examples": len(example_rows), "users": users, "items": items, "seed": seed}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out
+
+
+def write_long_term_ingest(
+    out: Path,
+    users: int = 1_500,
+    items: int = 800,
+    categories: int = 40,
+    impressions: int = 8,
+    short_window: int = 10,
+    seed: int = 0,
+) -> Path:
+    """Write an ingest output (as `write_training_ingest`) whose clicks follow long-term interests.
+
+    Each user first browses 4 long-term interest categories (20 to 40 behaviors, 10% off-interest),
+    then 12 to 20 behaviors in 2 other, recent categories; impressions come after the whole
+    history. A candidate is clicked with probability 0.04 + 0.6·[its category occurs in the user's
+    behaviors older than the last `short_window`] + 0.25·[it occurs in the last `short_window`]:
+    a strong signal only a search over the whole history sees, and a weaker one in the short
+    window. Candidates come a third each from the long-term and the recent categories and at
+    random. Histories stay under 64 behaviors, within a long_seq_len of 64. Examples split by
+    time 70/15/15.
+    """
+    rng = np.random.default_rng(seed)
+    item_category = np.concatenate(([0], rng.integers(1, categories + 1, size=items)))
+    by_category = [np.flatnonzero(item_category == c) for c in range(categories + 1)]
+    by_category = [c if len(c) else np.arange(1, items + 1) for c in by_category]
+    last_behavior = T0 + SPAN
+
+    behavior_rows, example_rows = [], []
+    for user in range(1, users + 1):
+        chosen = rng.choice(np.arange(1, categories + 1), size=6, replace=False)
+        long_term, recent = chosen[:4], chosen[4:]
+        n_old, n_recent = int(rng.integers(20, 41)), int(rng.integers(12, 21))
+        old = np.where(
+            rng.random(n_old) < 0.9, rng.choice(long_term, size=n_old), rng.integers(1, categories + 1, n_old)
+        )
+        picks = np.concatenate([old, rng.choice(recent, size=n_recent)])
+        seq_items = np.array([rng.choice(by_category[c]) for c in picks], dtype=np.int64)
+        n = len(seq_items)
+        seq_ts = np.sort(last_behavior - rng.choice(SPAN, size=n, replace=False))
+        seq_categories = item_category[seq_items]
+        behavior_rows.append(
+            {
+                "user": user,
+                "item": seq_items.tolist(),
+                "category": seq_categories.tolist(),
+                "ts": seq_ts.tolist(),
+                "type": [1] * n,
+                "session": (np.arange(n) // 5).tolist(),
+            }
+        )
+        older = set(seq_categories[: n - short_window].tolist())
+        latest = set(seq_categories[n - short_window :].tolist())
+        source = rng.integers(0, 3, size=impressions)
+        when = last_behavior + 1 + rng.integers(0, 86_400_000, size=impressions)
+        for k in range(impressions):
+            if source[k] == 0:
+                item = int(rng.choice(by_category[int(rng.choice(long_term))]))
+            elif source[k] == 1:
+                item = int(rng.choice(by_category[int(rng.choice(recent))]))
+            else:
+                item = int(rng.integers(1, items + 1))
+            category = int(item_category[item])
+            p_click = 0.04 + 0.6 * (category in older) + 0.25 * (category in latest)
+            example_rows.append(
+                {
+                    "user": user,
+                    "item": item,
+                    "category": category,
+                    "ts": int(when[k]),
+                    "label": int(rng.random() < p_click),
+                    "position": k + 1,
+                    "split": "",
+                    "hist_end": n,
+                    "session": 0,
+                    "event_id": f"e{user}-{k}",
+                    "request_id": f"r{user}",
+                }
+            )
+    stamps = np.array([row["ts"] for row in example_rows])
+    valid_from, test_from = np.quantile(stamps, [0.7, 0.85])
+    for row in example_rows:
+        row["split"] = "train" if row["ts"] < valid_from else ("valid" if row["ts"] < test_from else "test")
+
+    write_table(
+        pa.Table.from_pylist(example_rows, EXAMPLES), out / "examples" / "part-00000.parquet", EXAMPLES
+    )
+    write_table(
+        pa.Table.from_pylist(behavior_rows, BEHAVIORS), out / "behaviors" / "part-00000.parquet", BEHAVIORS
+    )
+    sizes = {"user": users, "item": items, "category": categories, "brand": 1}
+    for entity, size in sizes.items():
+        rows = {"raw": [f"{entity}-{i}" for i in range(1, size + 1)], "index": list(range(1, size + 1))}
+        write_table(pa.table(rows), out / "vocab" / f"{entity}.parquet", VOCAB)
+    item_rows = {
+        "item": list(range(1, items + 1)),
+        "category": item_category[1:].tolist(),
+        "brand": [1] * items,
+        "price": [1.0] * items,
+    }
+    write_table(pa.table(item_rows), out / "items" / "part-00000.parquet", ITEMS)
+    manifest = {"examples": len(example_rows), "users": users, "items": items, "seed": seed}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return out
