@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from seqrank.config import ModelConfig, TrainConfig
@@ -164,6 +165,7 @@ def benchmark_train(
     precision: str = "auto",
     threads: int | None = None,
     max_other_share: float = 0.05,
+    options: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """Training samples/s of `model` (and of the reference DIN) on synthetic batches.
 
@@ -174,7 +176,8 @@ def benchmark_train(
     median clean round is reported. Attention layers are 80-40, the MLP 200-80, embedding_l2 the
     TrainConfig default (the reference skips regularization, which only flatters it).
     `precision` is TrainConfig.precision (auto: fp32 on CPU) and applies to both models;
-    `threads` sets torch's intra-op threads (default: one per available CPU, as the trainer).
+    `threads` sets torch's intra-op threads (default: one per available CPU, as the trainer);
+    `options` are model.options (e.g. {"search": "soft"} for sim).
     """
     torch.manual_seed(0)
     device = resolve_device("auto")
@@ -184,7 +187,8 @@ def benchmark_train(
     if device.type == "cpu":
         tune_allocator()  # as fit() does
     data = synthetic_data(seq_len)
-    spec = model_spec(data, ModelConfig(name=model, embedding_dim=dim, seq_len=seq_len), TrainConfig())
+    model_cfg = ModelConfig(name=model, embedding_dim=dim, seq_len=seq_len, options=dict(options or {}))
+    spec = model_spec(data, model_cfg, TrainConfig())
     candidates: dict[str, CtrModel] = {"model": build_model(spec).to(device)}
     if reference:
         reference_spec = ModelSpec("reference_din", spec.hparams, spec.vocab_sizes)
@@ -272,6 +276,19 @@ def main(argv: list[str] | None = None) -> None:
         "--precision", default="auto", choices=["auto", "fp32", "bf16"], help="as train.precision"
     )
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: one per available CPU)")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model.options entry (repeatable)",
+    )
+    parser.add_argument(
+        "--max-other-share",
+        type=float,
+        default=0.05,
+        help="discard a round when other processes used more of the CPUs than this",
+    )
     args = parser.parse_args(argv)
     result = benchmark_train(
         model=args.model,
@@ -285,8 +302,17 @@ def main(argv: list[str] | None = None) -> None:
         compile=args.compile,
         precision=args.precision,
         threads=args.threads,
+        max_other_share=args.max_other_share,
+        options=dict(_option(item) for item in args.option),
     )
     print(json.dumps(result))
+
+
+def _option(item: str) -> tuple[str, object]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--option {item!r}: expected KEY=VALUE")
+    return key, yaml.safe_load(raw)
 
 
 if __name__ == "__main__":
