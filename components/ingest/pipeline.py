@@ -1,16 +1,18 @@
 """The Beam ingest pipeline: raw logs -> behaviors, examples, vocab, side tables, dead letters.
 
-Graph (elements are Arrow tables of many events, never single events):
+Graph (elements are references to Arrow files of many events and per-batch summaries, never
+single events):
 
-    read tasks ─ParseTask─► events by dedup bucket ─GroupByKey─Dedup─► unique events
-        └─► dead letters (tagged)                    ├─► ids ─CombineGlobally─► vocab (side input)
-                                                     ├─► time range ─CombineGlobally─► (side input)
-                                                     └─Encode(vocab)─► events by user shard
-                                                          │ ─GroupByKey─BuildShard(time range)─► parquet
-                                                          └─► item-day counts ─CombineGlobally─► item_stats
+    read tasks ─ParseTask─► task file by dedup bucket ─GroupByKey─DedupBucket─► bucket file by user shard
+        └─► dead letters (tagged)                          ├─► ids ─CombineGlobally─► vocab (side input)
+                                                           └─► time range ─CombineGlobally─► (side input)
+    bucket files by user shard ─GroupByKey─BuildShard(vocab, time range)─► behaviors, examples parquet
+                                               └─► item-day counts ─CombineGlobally─► item_stats
 
-Every counter flows into one stats element, so `read == accepted + rejected + duplicates` is
-checked on what the pipeline actually did.
+The event rows themselves move between stages as partitioned Arrow IPC files in the step's
+scratch directory (`exchange.py`): Beam groups the references, each stage memory-maps the
+partitions it needs. Every counter flows into one stats element, so
+`read == accepted + rejected + duplicates` is checked on what the pipeline actually did.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 
-from components.ingest import adapters
+from components.ingest import adapters, exchange
 from components.ingest import transforms as tf
 from components.ingest.reasons import REASONS
 from components.ingest.records import CLEAN, MIN_TS_MS, dead_letters, normalize
@@ -45,14 +47,15 @@ from seqrank.storage import atomic_dir, file_fingerprint, write_json
 
 log = logging.getLogger(__name__)
 
-DEAD, STATS, ITEM_DAYS = "dead", "stats", "item_days"
+DEAD, STATS, ITEM_DAYS, IDS, SPAN = "dead", "stats", "item_days", "ids", "span"
 DATA_DIRS = ("behaviors", "examples", "vocab", "users", "items", "item_stats")
-_WORK = "_work"  # pipeline scratch inside the temp output: stats and time range, removed at the end
-# One user shard per this many input bytes: shards are the unit of per-user parallelism and of
-# output files, and must not depend on how many workers run.
-_SHARD_BYTES = 32 << 20
-_MAX_SHARDS = 256
-_MAX_DEDUP_BUCKETS = 64
+_WORK = "_work"  # pipeline scratch inside the temp output: event files, stats, time range; removed at the end
+# One user shard and one dedup bucket per this many input bytes: shards are the unit of per-user
+# parallelism and of output files, buckets that of duplicate removal, and neither may depend on
+# how many workers run or how the input is cut into read tasks.
+_PARTITION_BYTES = 32 << 20
+_MAX_PARTITIONS = 256
+_EXAMPLE_DICT = ["category", "label", "position", "split", "session"]
 # Public data sets without impressions, each turned into raw events by its adapter's protocol.
 ADAPTERS = {"movielens": adapters.movielens, "taobao": adapters.taobao, "amazon": adapters.amazon}
 FORMATS = ("auto", "jsonl", "csv", "parquet", *ADAPTERS)
@@ -70,12 +73,17 @@ class IngestRejectedError(RuntimeError):
 
 
 class _ParseTask(beam.DoFn):
-    """Read and check one task; rejected records leave through the dead-letter output."""
+    """Read and check one task; accepted events go to a task file partitioned by dedup bucket.
 
-    def __init__(self, now_ms: int, n_buckets: int, min_ts_ms: int) -> None:
+    Rejected records leave through the dead-letter output. The main output is one
+    (bucket, task file) reference per bucket that got rows.
+    """
+
+    def __init__(self, now_ms: int, n_buckets: int, min_ts_ms: int, scratch: str) -> None:
         self._now_ms = now_ms
         self._n_buckets = n_buckets
         self._min_ts_ms = min_ts_ms
+        self._scratch = scratch
 
     def process(self, task: ReadTask) -> Iterator[Any]:
         raws = read_task(task)
@@ -92,32 +100,35 @@ class _ParseTask(beam.DoFn):
             ]
             yield TaggedOutput(DEAD, (task.index, rows))
         events = pa.concat_tables([c.events for c in checked]) if checked else CLEAN.empty_table()
-        yield from tf.dedup_buckets(events, self._n_buckets)
+        if events.num_rows == 0:
+            return
+        path = Path(self._scratch) / f"task-{task.index:05d}.arrow"
+        keys = tf.dedup_keys(events, self._n_buckets)
+        for bucket in exchange.write_partitions(events, keys, self._n_buckets, path):
+            yield bucket, str(path)
 
 
-class _Dedup(beam.DoFn):
-    def process(self, element: tuple[int, Iterable[Any]]) -> Iterator[Any]:
-        _, tables = element
-        unique, duplicates = tf.dedup(tables)
-        yield TaggedOutput(STATS, {"duplicates": duplicates})
-        if unique.num_rows:
-            yield unique
+class _DedupBucket(beam.DoFn):
+    """Drop a bucket's duplicates; summarize its unique events and file them by user shard."""
 
-
-class _Encode(beam.DoFn):
-    def __init__(self, n_shards: int) -> None:
+    def __init__(self, n_shards: int, scratch: str) -> None:
         self._n_shards = n_shards
-        self._lookup: tf.Lookup | None = None
+        self._scratch = scratch
 
-    def setup(self) -> None:
-        self._lookup = tf.Lookup()
-
-    def process(self, events: Any, vocab: tf.Vocab) -> Iterator[Any]:
-        assert self._lookup is not None
-        encoded = tf.encode(events, vocab, self._lookup)
-        # Counted here, where each event exists once, so item statistics need no second shuffle.
-        yield TaggedOutput(ITEM_DAYS, tf.item_day_counts(encoded))
-        yield from tf.by_user_shard(encoded, self._n_shards)
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[Any]:
+        bucket, paths = element
+        # In task order, which is input order, whichever order the references arrived in.
+        events = exchange.read_partition(sorted(paths), bucket, CLEAN)
+        unique, duplicates = tf.dedup([events])
+        yield TaggedOutput(STATS, {"duplicates": duplicates})
+        if unique.num_rows == 0:
+            return
+        yield TaggedOutput(IDS, tf.collect_ids(unique))
+        yield TaggedOutput(SPAN, tf.time_range(unique))
+        path = Path(self._scratch) / f"bucket-{bucket:05d}.arrow"
+        keys = tf.user_shards(unique, self._n_shards)
+        for shard in exchange.write_partitions(unique, keys, self._n_shards, path):
+            yield shard, str(path)
 
 
 class _BuildShard(beam.DoFn):
@@ -129,14 +140,29 @@ class _BuildShard(beam.DoFn):
         self._window_ms = int(cfg.attribution_window_minutes * 60_000)
         self._fractions = (cfg.valid_fraction, cfg.test_fraction)
         self._split_mode = split_mode
+        self._lookup: tf.Lookup | None = None
 
-    def process(self, element: tuple[int, Iterable[Any]], span: tuple[int, int] | None) -> Iterator[dict]:
-        shard, tables = element
+    def setup(self) -> None:
+        self._lookup = tf.Lookup()
+
+    def process(
+        self, element: tuple[int, Iterable[str | None]], vocab: tf.Vocab, span: tuple[int, int] | None
+    ) -> Iterator[Any]:
+        assert self._lookup is not None
+        shard, paths = element
+        events = exchange.read_partition(sorted(p for p in paths if p is not None), shard, CLEAN)
+        encoded = tf.encode(events, vocab, self._lookup)
+        del events
+        # Counted here, where each unique event exists once, so item statistics need no shuffle of
+        # their own.
+        yield TaggedOutput(ITEM_DAYS, tf.item_day_counts(encoded))
         bounds = tf.split_bounds(*span, *self._fractions) if span is not None else None
-        result = tf.build_shard(tables, bounds, self._gap_ms, self._window_ms, self._split_mode)
+        result = tf.build_shard([encoded], bounds, self._gap_ms, self._window_ms, self._split_mode)
         name = f"part-{shard:05d}.parquet"
         pq.write_table(result.behaviors, Path(self._out) / "behaviors" / name)
-        pq.write_table(result.examples, Path(self._out) / "examples" / name)
+        # Dictionary pages only where values repeat: ids and timestamps would fill a dictionary,
+        # have it thrown away, and cost twice the time.
+        pq.write_table(result.examples, Path(self._out) / "examples" / name, use_dictionary=_EXAMPLE_DICT)
         yield result.stats
 
 
@@ -265,27 +291,32 @@ def build_pipeline(
     vocab_dir: Path | None,
     now_ms: int,
     n_shards: int,
+    n_buckets: int,
     min_ts_ms: int = MIN_TS_MS,
     split_mode: str = "time",
 ) -> None:
     """Add the ingest graph to `p`; outputs land under `out` (the step's temp directory)."""
     work = out / _WORK
-    n_buckets = max(1, min(_MAX_DEDUP_BUCKETS, len(tasks)))
+    tasks_dir, buckets_dir = work / "tasks", work / "buckets"
+    tasks_dir.mkdir(parents=True, exist_ok=True)
+    buckets_dir.mkdir(parents=True, exist_ok=True)
 
     parsed = (
         p
         | "ReadTasks" >> beam.Create(tasks)
         | "ParseAndCheck"
-        >> beam.ParDo(_ParseTask(now_ms, n_buckets, min_ts_ms)).with_outputs(DEAD, STATS, main="events")
+        >> beam.ParDo(_ParseTask(now_ms, n_buckets, min_ts_ms, str(tasks_dir))).with_outputs(
+            DEAD, STATS, main="files"
+        )
     )
     _ = parsed[DEAD] | "WriteDeadLetters" >> beam.Map(_write_dead_letters, str(out / "dead_letter"))
 
     deduped = (
-        parsed.events
+        parsed.files
         | "GroupByEventKey" >> beam.GroupByKey()
-        | "DropDuplicates" >> beam.ParDo(_Dedup()).with_outputs(STATS, main="events")
+        | "DropDuplicates"
+        >> beam.ParDo(_DedupBucket(n_shards, str(buckets_dir))).with_outputs(STATS, IDS, SPAN, main="files")
     )
-    events = deduped.events
 
     side = (
         p
@@ -299,8 +330,7 @@ def build_pipeline(
         | "LoadPreviousVocab" >> beam.Map(_load_previous, str(vocab_dir) if vocab_dir else None)
     )
     vocab = (
-        events
-        | "CollectIds" >> beam.Map(tf.collect_ids)
+        deduped[IDS]
         | "UnionIds" >> beam.CombineGlobally(_IdsCombine())
         | "BuildVocab" >> beam.Map(tf.build_vocab, AsSingleton(previous), AsSingleton(side))
     )
@@ -308,35 +338,31 @@ def build_pipeline(
         _write_vocab_outputs, AsSingleton(side), str(out)
     )
 
-    span = (
-        events
-        | "BatchTimeRange" >> beam.Map(tf.time_range)
-        | "TimeRange" >> beam.CombineGlobally(_TimeRangeCombine())
-    )
+    span = deduped[SPAN] | "TimeRange" >> beam.CombineGlobally(_TimeRangeCombine())
     _ = span | "WriteTimeRange" >> beam.Map(_write_json, str(work / "time_range.json"))
 
-    encoded = events | "EncodeByUserShard" >> beam.ParDo(_Encode(n_shards), AsSingleton(vocab)).with_outputs(
-        ITEM_DAYS, main="events"
-    )
-    item_stats = (
-        encoded[ITEM_DAYS]
-        | "SumItemDays" >> beam.CombineGlobally(_ItemDaysCombine())
-        | "WriteItemStats" >> beam.Map(_write_item_stats, str(out))
-    )
     every_shard = (
         p
         | "ShardIds" >> beam.Create(range(n_shards), reshuffle=False)
         | "EmptyShards" >> beam.Map(_empty_shard)
     )
-    shard_stats = (
-        (encoded.events, every_shard)
+    shards = (
+        (deduped.files, every_shard)
         | "AllShards" >> beam.Flatten()
         | "GroupByUserShard" >> beam.GroupByKey()
-        | "BuildBehaviorsExamples" >> beam.ParDo(_BuildShard(str(out), cfg, split_mode), AsSingleton(span))
+        | "BuildBehaviorsExamples"
+        >> beam.ParDo(
+            _BuildShard(str(out), cfg, split_mode), AsSingleton(vocab), AsSingleton(span)
+        ).with_outputs(ITEM_DAYS, main="stats")
+    )
+    item_stats = (
+        shards[ITEM_DAYS]
+        | "SumItemDays" >> beam.CombineGlobally(_ItemDaysCombine())
+        | "WriteItemStats" >> beam.Map(_write_item_stats, str(out))
     )
 
     _ = (
-        (parsed[STATS], deduped[STATS], shard_stats, vocab_stats, item_stats)
+        (parsed[STATS], deduped[STATS], shards.stats, vocab_stats, item_stats)
         | "AllStats" >> beam.Flatten()
         | "SumStats" >> beam.CombineGlobally(_SumStats())
         | "WriteStats" >> beam.Map(_write_json, str(work / "stats.json"))
@@ -538,10 +564,10 @@ def _run(
     vocab_dir = Path(vocab_dir) if vocab_dir is not None else None
     files, tasks = plan([str(i) for i in inputs], fmt)
     total_bytes = sum(f.bytes for f in files)
-    n_shards = max(2, min(_MAX_SHARDS, math.ceil(total_bytes / _SHARD_BYTES)))
+    n_partitions = max(2, min(_MAX_PARTITIONS, math.ceil(total_bytes / _PARTITION_BYTES)))
     # Fixed once here so that every worker judges "in the future" against the same instant.
     now_ms = int(time.time() * 1000)
-    log.info("ingest: %d file(s), %d read task(s), %d user shard(s)", len(files), len(tasks), n_shards)
+    log.info("ingest: %d file(s), %d read task(s), %d user shard(s)", len(files), len(tasks), n_partitions)
 
     with atomic_dir(out) as tmp:
         for name in (*DATA_DIRS, "dead_letter", _WORK):
@@ -557,7 +583,8 @@ def _run(
                 items=items,
                 vocab_dir=vocab_dir,
                 now_ms=now_ms,
-                n_shards=n_shards,
+                n_shards=n_partitions,
+                n_buckets=n_partitions,
                 min_ts_ms=adapter[1].min_ts_ms if adapter else MIN_TS_MS,
                 split_mode=adapter[1].split_mode if adapter else "time",
             )
@@ -583,7 +610,7 @@ def _run(
         if adapter is not None:
             manifest["adapter"] = _adapter_manifest(*adapter)
         manifest["runner"] = cfg.runner
-        manifest["shards"] = n_shards
+        manifest["shards"] = n_partitions
         manifest["seconds"] = round(time.perf_counter() - started, 3)
         manifest["events_per_s"] = round(manifest["read"] / max(manifest["seconds"], 1e-9), 1)
         failed = manifest["rejected_share"] > cfg.max_rejected_share or (

@@ -77,6 +77,41 @@ def _arrow(values: Any) -> tuple[pa.Array | None, bool]:
     return (arr, True) if trusted else (None, False)
 
 
+def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, bytes) of a string array as numpy views: offsets[i]:offsets[i + 1] is row i."""
+    buffers = arr.buffers()
+    offsets = np.frombuffer(buffers[1], np.int32)[arr.offset : arr.offset + len(arr) + 1]
+    if len(offsets) == 0:
+        offsets = np.zeros(1, np.int32)
+    data = np.frombuffer(buffers[2], np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+    return offsets.astype(np.int64), data
+
+
+# The checks below scan the string bytes with numpy first and run Arrow's per-row kernels only
+# where a row could be hit: ids with NUL bytes or blank ids are rare, and the kernels are not.
+
+
+def _contains_nul(arr: pa.Array, offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+    if not (data[offsets[0] : offsets[-1]] == 0).any():
+        return np.zeros(len(arr), bool)
+    return _np_bool(pc.match_substring(arr, "\x00"))
+
+
+def _blank(arr: pa.Array, offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Non-null values that are empty or all whitespace (as utf8_trim_whitespace sees it)."""
+    lengths = np.diff(offsets)
+    blank = lengths == 0
+    nonempty = np.flatnonzero(~blank)
+    lead = data[offsets[:-1][nonempty]]
+    # Only a value that starts with an ASCII control/space or a multi-byte character can be
+    # whitespace throughout.
+    suspect = nonempty[(lead <= 0x20) | (lead >= 0x80)]
+    if len(suspect):
+        trimmed = pc.utf8_trim_whitespace(arr.take(pa.array(suspect)))
+        blank[suspect] = _np_bool(pc.equal(pc.utf8_length(trimmed), 0))
+    return blank & _np_bool(arr.is_valid())
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -231,9 +266,10 @@ def normalize(raw: RawBatch, task: ReadTask, now_ms: int, min_ts_ms: int = MIN_T
     for name in (*ID_FIELDS, "event_type"):
         arr, wrong = _id_column(raw.columns[name], n)
         masks["wrong_type"].append((name, wrong))
-        masks["nul_byte"].append((name, _np_bool(pc.match_substring(arr, "\x00"))))
-        masks["oversized_id"].append((name, _np_bool(pc.greater(pc.binary_length(arr), MAX_ID_BYTES))))
-        blank = _np_bool(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(arr)), 0))
+        offsets, data = _string_buffers(arr)
+        masks["nul_byte"].append((name, _contains_nul(arr, offsets, data)))
+        masks["oversized_id"].append((name, (np.diff(offsets) > MAX_ID_BYTES) & _np_bool(arr.is_valid())))
+        blank = _blank(arr, offsets, data)
         if name in REQUIRED_IDS:
             masks["empty_id"].append((name, blank))
         elif blank.any():

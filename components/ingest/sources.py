@@ -47,8 +47,10 @@ _BOM = b"\xef\xbb\xbf"
 _SPLIT_INTO = 16
 _CAREFUL_LINES = 32
 # A line holding nothing but whitespace is not a record; finding one needs a regex pass, and the
-# common case (none) then skips a Python-level scan of every line.
-_BLANK_LINE = re.compile(rb"(?:^|\n)[ \t\r\f\v]*(?:\n|$)")
+# common case (none) then skips a Python-level scan of every line. The first line is checked on
+# its own: a pattern that starts with a newline lets the regex engine jump from newline to newline.
+_BLANK_FIRST = re.compile(rb"[ \t\r\f\v]*(?:\n|\Z)")
+_BLANK_AFTER_FIRST = re.compile(rb"\n[ \t\r\f\v]*(?:\n|\Z)")
 
 
 def _json_schema(ts_type: pa.DataType) -> pa.Schema:
@@ -213,12 +215,36 @@ def read_task(task: ReadTask) -> list[RawBatch]:
 # ---- text formats -------------------------------------------------------------------------------
 
 
-def _nonblank(data: bytes, lines: list[bytes]) -> list[int]:
-    if lines and not lines[-1]:
-        lines.pop()  # the piece after the final newline
-    if _BLANK_LINE.search(data) is None:
-        return list(range(len(lines)))
-    return [i for i, line in enumerate(lines) if line and not line.isspace()]
+class _Lines:
+    """A chunk's lines (the piece after a final newline dropped), split only when first needed.
+
+    Arrow reads a clean chunk whole; single lines are needed only for broken chunks and for the
+    record of a dead letter, and splitting costs as much as the Arrow parse itself.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._lines: list[bytes] | None = None
+
+    def __getitem__(self, i: int) -> bytes:
+        return self.all()[i]
+
+    def all(self) -> list[bytes]:
+        if self._lines is None:
+            lines = self._data.split(b"\n")
+            if lines and not lines[-1]:
+                lines.pop()
+            self._lines = lines
+        return self._lines
+
+
+def _nonblank(data: bytes, lines: _Lines) -> list[int]:
+    """Indices of the chunk's lines that are not blank."""
+    if data.endswith(b"\n"):
+        body = memoryview(data)[:-1]
+        if _BLANK_FIRST.match(body) is None and _BLANK_AFTER_FIRST.search(body) is None:
+            return list(range(data.count(b"\n")))
+    return [i for i, line in enumerate(lines.all()) if line and not line.isspace()]
 
 
 def _clean_text(data: bytes) -> bool:
@@ -232,14 +258,14 @@ def _clean_text(data: bytes) -> bool:
     return True
 
 
-def _text_record(lines: list[bytes], keep: list[int]) -> Callable[[int], str]:
+def _text_record(lines: _Lines, keep: list[int]) -> Callable[[int], str]:
     def record(row: int) -> str:
         return lines[keep[row]].rstrip(b"\r").decode("utf-8", errors="backslashreplace")
 
     return record
 
 
-def _decode_lines(lines: list[bytes], keep: list[int], pre: np.ndarray) -> list[str | None]:
+def _decode_lines(lines: _Lines, keep: list[int], pre: np.ndarray) -> list[str | None]:
     """Decode each kept line, flagging invalid UTF-8 and raw NUL bytes in `pre`."""
     texts: list[str | None] = []
     for row, i in enumerate(keep):
@@ -259,7 +285,7 @@ def _decode_lines(lines: list[bytes], keep: list[int], pre: np.ndarray) -> list[
 
 
 def _read_jsonl(task: ReadTask, data: bytes) -> list[RawBatch]:
-    lines = data.split(b"\n")
+    lines = _Lines(data)
     keep = _nonblank(data, lines)
     parsed: dict[pa.Schema, list[tuple[list[int], pa.Table]]] = {}
     careful: list[int] = []
@@ -298,7 +324,7 @@ def _read_jsonl(task: ReadTask, data: bytes) -> list[RawBatch]:
     return batches
 
 
-def _jsonl_careful(task: ReadTask, lines: list[bytes], rows: list[int]) -> RawBatch:
+def _jsonl_careful(task: ReadTask, lines: _Lines, rows: list[int]) -> RawBatch:
     """Line by line with json.loads: every broken line gets its own reason."""
     n = len(rows)
     pre = np.zeros(n, np.int8)
@@ -335,7 +361,7 @@ def _jsonl_fast(data: bytes) -> pa.Table | None:
 
 def _read_csv(task: ReadTask, data: bytes) -> RawBatch:
     header = task.header or ()
-    lines = data.split(b"\n")
+    lines = _Lines(data)
     keep = _nonblank(data, lines)
     n = len(keep)
     line_no = task.first_line + np.asarray(keep, dtype=np.int64)
@@ -348,9 +374,7 @@ def _read_csv(task: ReadTask, data: bytes) -> RawBatch:
     return RawBatch(n, _csv_careful(lines, keep, header, pre), pre, line_no, record)
 
 
-def _csv_careful(
-    lines: list[bytes], keep: list[int], header: tuple[str, ...], pre: np.ndarray
-) -> dict[str, Any]:
+def _csv_careful(lines: _Lines, keep: list[int], header: tuple[str, ...], pre: np.ndarray) -> dict[str, Any]:
     """Line by line with the csv module; broken lines are flagged in `pre`."""
     n = len(keep)
     texts = _decode_lines(lines, keep, pre)

@@ -1,8 +1,8 @@
 """The work inside ingest's Beam steps, as plain functions over Arrow tables and numpy arrays.
 
-Elements flowing through the pipeline are whole tables (a task's events, a bucket's events),
-never single events: per-element Beam overhead is paid per batch, and per-user work runs as
-vectorized numpy over every user of a shard at once.
+Each call handles a whole batch (a task's events, a dedup bucket, a user shard), never a single
+event: per-element Beam overhead is paid per batch, and per-user work runs as vectorized numpy
+over every user of a shard at once.
 """
 
 from __future__ import annotations
@@ -56,48 +56,107 @@ ENCODED = pa.schema(
 )
 
 
+# Odd 64-bit constants: the polynomial base and the finalizer of splitmix64 (Steele et al., 2014).
+_BASE = np.uint64(0x100000001B3)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
 def stable_hash(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """64-bit hash that every worker process agrees on (Python's `hash` is salted per process)."""
-    return pd.util.hash_array(arr.to_numpy(zero_copy_only=False)).astype(np.uint64, copy=False)
+    """64-bit hash of each string's UTF-8 bytes that every worker process agrees on.
+
+    Python's `hash` is salted per process. This is a polynomial over the bytes, computed on the
+    Arrow buffers with numpy (no Python string per row), then mixed so that `% n` spreads well.
+    Nulls hash like the empty string.
+    """
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.cast(pa.large_string())
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset : arr.offset + n + 1]
+    lengths = np.diff(offsets)
+    h = lengths.astype(np.uint64)
+    nonempty = np.flatnonzero(lengths)
+    if len(nonempty):
+        first, last = int(offsets[0]), int(offsets[-1])
+        data = np.frombuffer(arr.buffers()[2], np.uint8)[first:last].astype(np.uint64)
+        pos = np.arange(last - first) - np.repeat(offsets[:-1] - first, lengths)
+        powers = np.cumprod(np.full(int(lengths.max()), _BASE, np.uint64))
+        terms = (data + np.uint64(1)) * powers[pos]
+        h[nonempty] ^= np.add.reduceat(terms, offsets[:-1][nonempty] - first)
+    h ^= h >> np.uint64(30)
+    h *= _MIX1
+    h ^= h >> np.uint64(27)
+    h *= _MIX2
+    h ^= h >> np.uint64(31)
+    return h
 
 
-def split_by(table: pa.Table, keys: np.ndarray, n: int) -> list[tuple[int, pa.Table]]:
-    """(key, rows with that key) for each key in 0..n-1 that has rows."""
-    order = np.argsort(keys, kind="stable")
-    counts = np.bincount(keys, minlength=n)
-    ends = np.cumsum(counts)
-    # take() per key rather than slices of one table: a pickled slice can carry its parent's buffers.
-    return [(k, table.take(pa.array(order[ends[k] - counts[k] : ends[k]]))) for k in range(n) if counts[k]]
+def _hash_mod(arr: pa.Array | pa.ChunkedArray, n: int) -> np.ndarray:
+    """stable_hash(arr) % n as int64."""
+    return (stable_hash(arr) % np.uint64(n)).astype(np.int64)
 
 
 # ---- duplicates ---------------------------------------------------------------------------------
 
 
-def dedup_buckets(events: pa.Table, n_buckets: int) -> list[tuple[int, pa.Table]]:
-    """Key events so that all copies of one event meet in one bucket.
+def dedup_keys(events: pa.Table, n_buckets: int) -> np.ndarray:
+    """Dedup bucket (0..n_buckets-1) of each event, such that all copies of one event share it.
 
     Copies share an event_id, or (without one) their whole content and so their user_id.
     """
     key = pc.coalesce(events.column("event_id"), events.column("user_id"))
-    return split_by(events, (stable_hash(key) % np.uint64(n_buckets)).astype(np.int64), n_buckets)
+    return _hash_mod(key, n_buckets)
+
+
+def user_shards(events: pa.Table, n_shards: int) -> np.ndarray:
+    """User shard (0..n_shards-1) of each event: a function of the raw user id alone."""
+    return _hash_mod(events.column("user_id"), n_shards)
 
 
 def dedup(tables: Iterable[pa.Table]) -> tuple[pa.Table, int]:
     """Drop duplicates, keeping the copy read first; -> (unique events, duplicates dropped)."""
     events = _concat(list(tables), CLEAN)
-    has_id = events.column("event_id").is_valid()
-    keep = []
-    with_id = events.filter(has_id)
+    has_id = _valid(events.column("event_id"))
+    drop = []
+    with_id = events if has_id.all() else events.filter(has_id)
     if with_id.num_rows:
-        keep.append(with_id.group_by("event_id", use_threads=False).aggregate([("seq", "min")]))
-    without = events.filter(pc.invert(has_id))
-    if without.num_rows:
-        keep.append(without.group_by(list(CONTENT_KEYS), use_threads=False).aggregate([("seq", "min")]))
-    if not keep:
+        drop.append(_later_copies(with_id, stable_hash(with_id.column("event_id")), ["event_id"]))
+    without = events.filter(~has_id) if not has_id.all() else None
+    if without is not None and without.num_rows:
+        drop.append(_later_copies(without, _content_hash(without), list(CONTENT_KEYS)))
+    dropped = np.concatenate(drop) if drop else np.zeros(0, np.int64)
+    if not len(dropped):
         return events, 0
-    first = pa.concat_arrays([k.column("seq_min").combine_chunks() for k in keep])
-    unique = events.filter(pc.is_in(events.column("seq"), value_set=first))
+    unique = events.filter(pc.invert(pc.is_in(events.column("seq"), value_set=pa.array(dropped))))
     return unique, events.num_rows - unique.num_rows
+
+
+def _later_copies(events: pa.Table, key_hash: np.ndarray, keys: list[str]) -> np.ndarray:
+    """seq of every copy but the first of each group of events equal in `keys`.
+
+    Only events whose key hash is shared can have a copy; the exact comparison runs on those.
+    """
+    ordered = np.sort(key_hash)
+    shared = ordered[1:][ordered[1:] == ordered[:-1]]
+    if not len(shared):
+        return np.zeros(0, np.int64)
+    suspects = events.filter(np.isin(key_hash, shared))
+    first = suspects.group_by(keys, use_threads=False).aggregate([("seq", "min")]).column("seq_min")
+    seq = suspects.column("seq")
+    return np.asarray(seq.filter(pc.invert(pc.is_in(seq, value_set=first))).to_numpy(), np.int64)
+
+
+def _content_hash(events: pa.Table) -> np.ndarray:
+    """A hash of CONTENT_KEYS per event: equal content, equal hash (nulls hash like empty ids or 0)."""
+    h = np.zeros(events.num_rows, np.uint64)
+    for name in CONTENT_KEYS:
+        col = events.column(name)
+        if pa.types.is_string(col.type):
+            part = stable_hash(col)
+        else:
+            part = pc.fill_null(col, 0).to_numpy().astype(np.int64).view(np.uint64)
+        h = (h ^ part) * _MIX1
+    return h
 
 
 def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
@@ -132,13 +191,23 @@ def _unique(arrays: Iterable[pa.Array | pa.ChunkedArray]) -> pa.Array:
 
 
 def _latest_category(table: pa.Table) -> pa.Table:
+    """Per item, the row with the greatest (ts, seq): two passes of per-item maxima, no sort."""
     if table.num_rows == 0:
         return _ITEM_CATEGORY.empty_table()
-    ordered = table.sort_by([("ts", "ascending"), ("seq", "ascending")])
-    latest = ordered.group_by("item_id", use_threads=False).aggregate(
-        [("category_id", "last"), ("ts", "last"), ("seq", "last")]
-    )
-    return latest.rename_columns(["item_id", "category_id", "ts", "seq"]).select(_ITEM_CATEGORY.names)
+    table = table.combine_chunks()
+    encoded = pc.dictionary_encode(table.column("item_id").combine_chunks())
+    code = encoded.indices.to_numpy()
+    ts = table.column("ts").to_numpy()
+    seq = table.column("seq").to_numpy()
+    n_items = len(encoded.dictionary)
+    low = np.iinfo(np.int64).min
+    max_ts = np.full(n_items, low, np.int64)
+    np.maximum.at(max_ts, code, ts)
+    at_max = ts == max_ts[code]
+    max_seq = np.full(n_items, low, np.int64)
+    np.maximum.at(max_seq, code[at_max], seq[at_max])
+    latest = np.flatnonzero(at_max & (seq == max_seq[code]))
+    return table.take(pa.array(latest)).select(_ITEM_CATEGORY.names).cast(_ITEM_CATEGORY)
 
 
 def collect_ids(events: pa.Table) -> Ids:
@@ -297,8 +366,15 @@ class Lookup:
             self._token, self._index = vocab.token, {}
         if entity not in self._index:
             self._index[entity] = pd.Index(vocab.raw[entity].to_numpy(zero_copy_only=False))
-        # get_indexer gives -1 for unknown or null, so +1 lands on PAD.
-        return self._index[entity].get_indexer(raw.to_numpy(zero_copy_only=False)).astype(np.int64) + 1
+        if isinstance(raw, pa.ChunkedArray):
+            raw = raw.combine_chunks()
+        # Look up each distinct id once: event columns repeat ids many times over.
+        encoded = pc.dictionary_encode(raw)
+        # get_indexer gives -1 for unknown ids, so +1 lands on PAD; the extra last slot is for nulls.
+        found = self._index[entity].get_indexer(encoded.dictionary.to_numpy(zero_copy_only=False)) + 1
+        per_value = np.append(found.astype(np.int64), PAD)
+        codes = pc.fill_null(encoded.indices, len(found)).to_numpy(zero_copy_only=False)
+        return per_value[codes]
 
 
 def vocab_tables(vocab: Vocab) -> dict[str, pa.Table]:
@@ -414,11 +490,6 @@ def encode(events: pa.Table, vocab: Vocab, lookup: Lookup) -> pa.Table:
     return table
 
 
-def by_user_shard(encoded: pa.Table, n_shards: int) -> list[tuple[int, pa.Table]]:
-    """Key encoded events by user shard so each user's events meet in one place."""
-    return split_by(encoded, encoded.column("user").to_numpy() % n_shards, n_shards)
-
-
 # ---- item statistics ----------------------------------------------------------------------------
 
 DAY_MS = 86_400_000
@@ -448,14 +519,47 @@ def item_day_counts(encoded: pa.Table) -> pa.Table:
 
 
 def merge_item_days(parts: list[pa.Table]) -> pa.Table:
+    """Sum partial counts per (item, day).
+
+    Built from fresh numpy arrays: partial sums travel between Beam stages, and a pickled Arrow
+    table carries every byte of the buffers its columns point into, not only the rows it shows.
+    """
     counts = _concat(parts, ITEM_DAYS)
-    summed = counts.group_by(["item", "day"], use_threads=False).aggregate(
-        [("impressions", "sum"), ("clicks", "sum")]
-    )
-    return (
-        summed.rename_columns({"impressions_sum": "impressions", "clicks_sum": "clicks"})
-        .select(ITEM_DAYS.names)
-        .cast(ITEM_DAYS)
+    if counts.num_rows == 0:
+        return ITEM_DAYS.empty_table()
+    item = counts.column("item").to_numpy()
+    day = counts.column("day").to_numpy()
+    first_day = int(day.min())
+    # One int64 key per (item, day): item indices and the days of one log are both small.
+    span = int(day.max()) - first_day + 1
+    key = item * span + (day - first_day)
+    impressions = counts.column("impressions").to_numpy()
+    clicks = counts.column("clicks").to_numpy()
+    n_keys = (int(item.max()) + 1) * span
+    if n_keys <= max(4 * len(key), 1 << 22):
+        # Dense enough to count in an array indexed by key: no sort. Sums are exact in float64
+        # far beyond any real count (2**53).
+        imp_sum = np.bincount(key, impressions, n_keys)
+        clk_sum = np.bincount(key, clicks, n_keys)
+        keys = np.flatnonzero(np.bincount(key, minlength=n_keys))
+        imp_sum, clk_sum = imp_sum[keys].astype(np.int64), clk_sum[keys].astype(np.int64)
+    else:
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        first = np.ones(len(key), bool)
+        first[1:] = key[1:] != key[:-1]
+        starts = np.flatnonzero(first)
+        keys = key[starts]
+        imp_sum = np.add.reduceat(impressions[order], starts)
+        clk_sum = np.add.reduceat(clicks[order], starts)
+    return pa.table(
+        {
+            "item": pa.array(keys // span),
+            "day": pa.array(keys % span + first_day),
+            "impressions": pa.array(imp_sum),
+            "clicks": pa.array(clk_sum),
+        },
+        schema=ITEM_DAYS,
     )
 
 
