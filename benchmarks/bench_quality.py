@@ -133,7 +133,7 @@ def benchmark_quality(
         floor = _scores(test.user, test.label, popularity_scores(data, test))
         result["popularity_auc"], result["popularity_gauc"] = floor["auc"], floor["gauc"]
         ceiling = oracle_scores(out, oracle_file) if oracle_file else None
-        if ceiling is not None:
+        if ceiling is not None and oracle_file is not None:
             top = _scores(test.user, test.label, ceiling)
             result["oracle_auc"], result["oracle_gauc"] = top["auc"], top["gauc"]
             last50 = oracle_scores(out, oracle_file, "p_click_last50")

@@ -24,7 +24,7 @@ import yaml
 from torch import nn
 
 from seqrank.config import ModelConfig, TrainConfig
-from training.data import BatchBuilder, Behaviors, Examples, IngestData, sequence_lengths
+from training.data import BatchBuilder, Behaviors, Examples, IngestData
 from training.models import CtrModel, ModelSpec, build_model
 from training.trainer import (
     batch_keys,
@@ -196,8 +196,7 @@ def benchmark_train(
 
     rng = np.random.default_rng(0)
     builders = {
-        name: BatchBuilder(data, sequence_lengths(m.spec.hparams), batch_keys(m))
-        for name, m in candidates.items()
+        name: BatchBuilder(data, m.sequence_lengths(), batch_keys(m)) for name, m in candidates.items()
     }
 
     def make_step(name: str) -> Callable[[], None]:

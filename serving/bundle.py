@@ -22,7 +22,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqrank.schema import ITEMS, PAD, VOCAB, VOCAB_ENTITIES, check_schema
-from training.data import sequence_lengths
 from training.dense import price_table
 from training.models import CtrModel, load_model
 
@@ -110,7 +109,7 @@ def load_bundle(path: Path) -> Bundle:
             f"model {model.spec.name!r} needs batch keys {sorted(missing)} that serving does not build"
         )
     try:
-        lengths = sequence_lengths(model.spec.hparams)
+        lengths = model.sequence_lengths()
     except ValueError as err:
         raise BundleError(f"model spec: {err}") from None
     seq_len = lengths["hist"]

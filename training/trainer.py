@@ -20,7 +20,7 @@ from torch import nn
 
 from seqrank.config import ModelConfig, TrainConfig
 from training import checkpoint
-from training.data import BATCH_KEYS, BatchBuilder, Examples, IngestData, id_counts, sequence_lengths
+from training.data import BATCH_KEYS, BatchBuilder, Examples, IngestData, id_counts
 from training.metrics import ctr_metrics
 from training.models import CtrModel, ModelSpec, build_model
 
@@ -296,7 +296,7 @@ def _predict(model: CtrModel, builder: BatchBuilder, examples: Examples, batch_s
 
 def _builder_for(model: CtrModel, data: IngestData) -> BatchBuilder:
     _check_vocab(model, data)
-    return BatchBuilder(data, sequence_lengths(model.spec.hparams), batch_keys(model))
+    return BatchBuilder(data, model.sequence_lengths(), batch_keys(model))
 
 
 def predict(model: CtrModel, data: IngestData, split: str, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
@@ -379,7 +379,7 @@ def fit(
     model = build_model(spec)
     model.prepare(id_counts(data))
     model = model.to(device)
-    builder = BatchBuilder(data, sequence_lengths(spec.hparams), batch_keys(model))
+    builder = BatchBuilder(data, model.sequence_lengths(), batch_keys(model))
     optimizer = make_optimizer(model, train_cfg.lr)
     wrapped: nn.Module | None = None
     if ctx.enabled:

@@ -198,7 +198,7 @@ def dense_batch(seed: int = 0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
 
 
 @pytest.mark.parametrize("mode", ["normalized", "autodis"])
-@pytest.mark.parametrize("name", ["din", "emb_mlp", "wide_deep", "deepfm", "sim"])
+@pytest.mark.parametrize("name", ["din", "emb_mlp", "wide_deep", "deepfm", "sim", "dsin", "mimn"])
 def test_models_read_item_dense(name: str, mode: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model(ModelSpec(name, {**HPARAMS, "dense": mode, "autodis_buckets": 4}, dict(VOCAB)))

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.layers.hparams import positive_int
+from training.layers.hparams import positive_float, positive_int
 
 DENSE_MODES = ("off", "normalized", "autodis")
 DEFAULT_AUTODIS_BUCKETS = 16  # ModelConfig's default
@@ -165,18 +165,11 @@ def make_dense(hparams: Mapping[str, Any], num_features: int, dim: int) -> Dense
         raise ValueError(f"hparams['dense'] = {mode!r}: expected one of {', '.join(DENSE_MODES)}")
     if mode == "off":
         return None
-    buckets = positive_int({"autodis_buckets": DEFAULT_AUTODIS_BUCKETS, **hparams}, "autodis_buckets")
-    temperature = _positive_float(hparams, "autodis_temperature", 1.0)
+    buckets = positive_int(hparams, "autodis_buckets", DEFAULT_AUTODIS_BUCKETS)
+    temperature = positive_float(hparams, "autodis_temperature", 1.0)
     skip = hparams.get("autodis_skip", 0.1)
     if not isinstance(skip, int | float) or isinstance(skip, bool):
         raise ValueError(f"hparams['autodis_skip'] = {skip!r}: must be a number")
     if mode == "autodis" and buckets < 2:
         raise ValueError(f"hparams['autodis_buckets'] = {buckets}: must be >= 2")
     return DenseFeatures(num_features, mode, dim, buckets, temperature, float(skip))
-
-
-def _positive_float(hparams: Mapping[str, Any], key: str, default: float) -> float:
-    value = hparams.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"hparams[{key!r}] = {value!r}: must be a number > 0")
-    return float(value)

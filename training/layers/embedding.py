@@ -212,8 +212,8 @@ def make_embedding(
     if kind == "full":
         return Embedding(vocab_size, dim)
     if kind == "double_hash":
-        full_rows = positive_int({"full_rows": DEFAULT_FULL_ROWS, **hp}, "full_rows")
-        hash_rows = positive_int({"hash_rows": DEFAULT_HASH_ROWS, **hp}, "hash_rows")
+        full_rows = positive_int(hp, "full_rows", DEFAULT_FULL_ROWS)
+        hash_rows = positive_int(hp, "hash_rows", DEFAULT_HASH_ROWS)
         if hash_rows < 2:
             raise ValueError(f"hparams['hash_rows'] = {hash_rows}: must be >= 2")
         return DoubleHashEmbedding(vocab_size, dim, full_rows, hash_rows, entity)

@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
-def positive_int(hparams: Mapping[str, Any], key: str) -> int:
-    value = hparams.get(key)
+def positive_int(hparams: Mapping[str, Any], key: str, default: int | None = None) -> int:
+    """hparams[key] as an int > 0; `default` when absent (required when None)."""
+    value = hparams.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"hparams[{key!r}] = {value!r}: must be a positive int")
     return value
+
+
+def non_negative(hparams: Mapping[str, Any], key: str, default: float) -> float:
+    """hparams[key] as a number >= 0 (a loss weight, a rate); `default` when absent."""
+    value = hparams.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"hparams[{key!r}] = {value!r}: must be a number >= 0")
+    return float(value)
+
+
+def positive_float(hparams: Mapping[str, Any], key: str, default: float) -> float:
+    """hparams[key] as a number > 0 (a temperature, a scale); `default` when absent."""
+    value = hparams.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"hparams[{key!r}] = {value!r}: must be a number > 0")
+    return float(value)
+
+
+def choice(hparams: Mapping[str, Any], key: str, choices: Sequence[str], default: str) -> str:
+    """hparams[key], one of `choices`; `default` when absent."""
+    value = hparams.get(key, default)
+    if value not in choices:
+        raise ValueError(f"hparams[{key!r}] = {value!r}: expected one of {', '.join(choices)}")
+    return str(value)
 
 
 def layer_sizes(hparams: Mapping[str, Any], key: str) -> list[int]:

@@ -81,6 +81,13 @@ class CtrModel(nn.Module):
     def forward(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def sequence_lengths(self) -> dict[str, int]:
+        """Positions per sequence group (hist, long, cat) the batches must hold for this model;
+        from the hparams (training.data.sequence_lengths) unless a model reads fewer."""
+        from training.data import sequence_lengths
+
+        return sequence_lengths(self.spec.hparams)
+
     def prepare(self, id_counts: dict[str, np.ndarray]) -> None:
         """Fit data-dependent state before training: `id_counts[entity][index]` is how often each
         id occurs in the training data (training.data.id_counts). The state must live in buffers

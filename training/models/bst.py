@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from seqrank.schema import PAD
 from training.layers import MLP
 from training.layers.activation import ACTIVATIONS
-from training.layers.hparams import layer_sizes, positive_int
+from training.layers.hparams import choice, layer_sizes, positive_int
 from training.layers.timegap import TimeGapEmbedding
 from training.layers.transformer import TransformerEncoderLayer
 from training.models import register
@@ -54,20 +52,20 @@ class BST(BehaviorSequenceModel):
         super().__init__(spec)
         hp, dim = spec.hparams, self.dim
         heads = positive_int(hp, "heads")
-        blocks = positive_int(hp, "blocks") if "blocks" in hp else 1
-        position_dim = positive_int(hp, "position_dim") if "position_dim" in hp else dim
+        blocks = positive_int(hp, "blocks", 1)
+        position_dim = positive_int(hp, "position_dim", dim)
         width = 2 * dim + position_dim
         if width % heads:
             raise ValueError(
                 f"hparams['heads'] = {heads}: must divide the transformer width 2·embedding_dim + "
                 f"position_dim = {width}"
             )
-        ffn_hidden = positive_int(hp, "ffn_hidden") if "ffn_hidden" in hp else 4 * width
+        ffn_hidden = positive_int(hp, "ffn_hidden", 4 * width)
         dropout = hp.get("dropout", 0.1)
         if not isinstance(dropout, int | float) or isinstance(dropout, bool) or not 0 <= dropout < 1:
             raise ValueError(f"hparams['dropout'] = {dropout!r}: must be a number in [0, 1)")
-        buckets = positive_int(hp, "time_buckets") if "time_buckets" in hp else 24
-        activation = _choice(hp, "mlp_activation", ACTIVATIONS, "prelu")
+        buckets = positive_int(hp, "time_buckets", 24)
+        activation = choice(hp, "mlp_activation", ACTIVATIONS, "prelu")
 
         self.time_gap = TimeGapEmbedding(position_dim, buckets)
         self.blocks = nn.ModuleList(
@@ -97,10 +95,3 @@ class BST(BehaviorSequenceModel):
         weights = mask.to(x.dtype) / mask.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)  # (B, L)
         pooled = torch.bmm(weights.unsqueeze(1), x[:, :-1]).squeeze(1)  # (B, W)
         return self.mlp(torch.cat([user, at_target, pooled], dim=1)).squeeze(1) + self.position_logit(batch)
-
-
-def _choice(hparams: dict[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
-    value = hparams.get(key, default)
-    if value not in choices:
-        raise ValueError(f"hparams[{key!r}] = {value!r}: expected one of {', '.join(choices)}")
-    return str(value)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from training.layers import MLP, TargetAttention
 from training.layers.activation import ACTIVATIONS
 from training.layers.gru import AUGRU, gather_steps, left_align
-from training.layers.hparams import layer_sizes, positive_int
+from training.layers.hparams import choice, layer_sizes, non_negative, positive_int
 from training.models import register
 from training.models.base import Batch, ModelSpec
 from training.models.sequence import BehaviorSequenceModel
@@ -65,10 +63,10 @@ class DIEN(BehaviorSequenceModel):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         hp, dim = spec.hparams, self.dim
-        hidden = positive_int(hp, "gru_hidden") if "gru_hidden" in hp else 2 * dim
-        self.aux_weight = _non_negative(hp, "aux_weight", 1.0)
-        self.attention_kind = _choice(hp, "attention", ATTENTIONS, "bilinear")
-        activation = _choice(hp, "mlp_activation", ACTIVATIONS, "dice")
+        hidden = positive_int(hp, "gru_hidden", 2 * dim)
+        self.aux_weight = non_negative(hp, "aux_weight", 1.0)
+        self.attention_kind = choice(hp, "attention", ATTENTIONS, "bilinear")
+        activation = choice(hp, "mlp_activation", ACTIVATIONS, "dice")
         mlp_hidden = layer_sizes(hp, "mlp_hidden")
 
         self.extractor = nn.GRU(2 * dim, hidden, batch_first=True)
@@ -143,17 +141,3 @@ class DIEN(BehaviorSequenceModel):
         labels = torch.cat([logits.new_ones(len(pairs)), logits.new_zeros(len(pairs))])
         bce = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
         return self.aux_weight * 2.0 * bce  # both terms of eq. 4 per pair, not their mean
-
-
-def _non_negative(hparams: dict[str, Any], key: str, default: float) -> float:
-    value = hparams.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"hparams[{key!r}] = {value!r}: must be a number >= 0")
-    return float(value)
-
-
-def _choice(hparams: dict[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
-    value = hparams.get(key, default)
-    if value not in choices:
-        raise ValueError(f"hparams[{key!r}] = {value!r}: expected one of {', '.join(choices)}")
-    return str(value)

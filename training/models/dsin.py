@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import nn
 
 from seqrank.schema import PAD
 from training.layers.attention import TargetAttention
-from training.layers.hparams import layer_sizes, positive_int
+from training.layers.hparams import choice, layer_sizes, positive_float, positive_int
 from training.layers.mlp import MLP
 from training.layers.session import SessionBiasEncoding, Sessions, split_sessions
 from training.models import register
@@ -115,10 +113,6 @@ class BilinearAttention(nn.Module):
         return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
 
 
-def _positive_option(hparams: Mapping[str, Any], key: str, default: int) -> int:
-    return positive_int(hparams, key) if key in hparams else default
-
-
 @register("dsin")
 class DSIN(BehaviorSequenceModel):
     """Deep Session Interest Network: interests per session, their evolution, and the candidate's
@@ -160,18 +154,11 @@ class DSIN(BehaviorSequenceModel):
             raise ValueError(
                 f"hparams['heads'] = {heads}: must divide the behavior size 2 · embedding_dim = {2 * dim}"
             )
-        gap = hp.get("session_gap_minutes", 30)
-        if not isinstance(gap, int | float) or isinstance(gap, bool) or gap <= 0:
-            raise ValueError(f"hparams['session_gap_minutes'] = {gap!r}: must be a number > 0")
-        self.gap_ms = float(gap) * MINUTE_MS
-        self.max_sessions = _positive_option(hp, "max_sessions", 5)
-        self.session_len = _positive_option(hp, "session_len", 10)
-        ffn_hidden = _positive_option(hp, "ffn_hidden", 8 * dim)
-        attention = hp.get("session_attention", "softmax")
-        if attention not in SESSION_ATTENTIONS:
-            raise ValueError(
-                f"hparams['session_attention'] = {attention!r}: expected one of {', '.join(SESSION_ATTENTIONS)}"
-            )
+        self.gap_ms = positive_float(hp, "session_gap_minutes", 30) * MINUTE_MS
+        self.max_sessions = positive_int(hp, "max_sessions", 5)
+        self.session_len = positive_int(hp, "session_len", 10)
+        ffn_hidden = positive_int(hp, "ffn_hidden", 8 * dim)
+        attention = choice(hp, "session_attention", SESSION_ATTENTIONS, "softmax")
 
         self.bias_encoding = SessionBiasEncoding(self.max_sessions, self.session_len, 2 * dim)
         self.extractor = SessionInterestExtractor(2 * dim, heads, ffn_hidden)
@@ -185,7 +172,9 @@ class DSIN(BehaviorSequenceModel):
         else:
             self.interest_attention = BilinearAttention(2 * dim, 2 * dim)
             self.evolved_attention = BilinearAttention(2 * dim, 2 * dim)
-        self.mlp = MLP(7 * dim, layer_sizes(hp, "mlp_hidden"), activation="dice", out_dim=1)
+        self.mlp = MLP(
+            7 * dim + self.enable_dense(), layer_sizes(hp, "mlp_hidden"), activation="dice", out_dim=1
+        )
 
     def sessions(self, batch: Batch) -> Sessions:
         """The session split of the batch's short history (see `split_sessions`)."""
@@ -211,4 +200,5 @@ class DSIN(BehaviorSequenceModel):
         interest = self.interest_attention(target, interests, session_mask)  # (B, E)
         evolution = self.evolved_attention(target, evolved, session_mask)  # (B, E)
         features = torch.cat([user, interest, evolution, target], dim=1)  # (B, 7D)
+        features = self.with_dense(batch, features)  # (B, 7D + dense width) when hparams dense is on
         return self.mlp(features).squeeze(1) + self.position_logit(batch)

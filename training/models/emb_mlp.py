@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from training.layers import MLP
-from training.layers.hparams import layer_sizes
+from training.layers.hparams import choice, layer_sizes
 from training.models import register
 from training.models.base import Batch, ModelSpec
 from training.models.sequence import BehaviorSequenceModel
@@ -34,9 +34,7 @@ class EmbMLP(BehaviorSequenceModel):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         hp, dim = spec.hparams, self.dim
-        self.pooling = hp.get("pooling", "sum")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"hparams['pooling'] = {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
+        self.pooling = choice(hp, "pooling", POOLINGS, "sum")
         self.mlp = MLP(
             5 * dim + self.enable_dense(), layer_sizes(hp, "mlp_hidden"), activation="prelu", out_dim=1
         )

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import nn
 
 from seqrank.schema import PAD
 from training.layers.attention import TargetAttention
-from training.layers.hparams import layer_sizes, positive_int
+from training.layers.hparams import layer_sizes, non_negative, positive_int
 from training.layers.memory import UserInterestMemory
 from training.layers.mlp import MLP
 from training.models import register
 from training.models.base import Batch, ModelSpec
 from training.models.sequence import BehaviorSequenceModel
-
-
-def _option(hparams: Mapping[str, Any], key: str, default: int) -> int:
-    """A positive int model option, `default` when absent."""
-    return positive_int(hparams, key) if key in hparams else default
 
 
 @register("mimn")
@@ -47,8 +39,8 @@ class MIMN(BehaviorSequenceModel):
     The memory update is sequential: N steps per forward, each a GRU controller step, two
     addressings over m slots, an erase/add write and an MIU GRU step on the top-k slots, forward
     and backward. `memory_steps` bounds N (the paper writes the whole history; on a CPU 100
-    steps keep training affordable, at about ten times DIN's cost per sample with L = 100). Set long_seq_len to N as well: the batch gathers long_seq_len
-    behaviors per row and only the latest N are read.
+    steps keep training affordable, at about ten times DIN's cost per sample with L = 100); batches
+    hold only those N (`sequence_lengths`).
 
     Training-mode forwards stash memory_reg · the memory utilization loss (the spread of the
     write shares over the slots, `UserInterestMemory.utilization_loss`) for `auxiliary_loss`.
@@ -68,23 +60,26 @@ class MIMN(BehaviorSequenceModel):
         super().__init__(spec)
         hp, dim = spec.hparams, self.dim
         self.long_seq_len = positive_int(hp, "long_seq_len")
-        slots = _option(hp, "memory_slots", 8)
-        self.memory_steps = _option(hp, "memory_steps", 100)
-        controller = _option(hp, "controller_hidden", 2 * dim)
-        top_k = _option(hp, "miu_top_k", 1)
+        slots = positive_int(hp, "memory_slots", 8)
+        self.memory_steps = positive_int(hp, "memory_steps", 100)
+        controller = positive_int(hp, "controller_hidden", 2 * dim)
+        top_k = positive_int(hp, "miu_top_k", 1)
         if top_k > slots:
             raise ValueError(f"hparams['miu_top_k'] = {top_k}: must be <= memory_slots = {slots}")
-        reg = hp.get("memory_reg", 0.1)
-        if not isinstance(reg, int | float) or isinstance(reg, bool) or reg < 0:
-            raise ValueError(f"hparams['memory_reg'] = {reg!r}: must be a number >= 0")
-        self.memory_reg = float(reg)
+        self.memory_reg = non_negative(hp, "memory_reg", 0.1)
         self.memory = UserInterestMemory(2 * dim, slots, controller, top_k)
         self.target_key = nn.Linear(2 * dim, 2 * dim + 1)  # read key and strength from the target
         self.channel_attention = TargetAttention(
             2 * dim, layer_sizes(hp, "attention_hidden"), activation="sigmoid"
         )
-        self.mlp = MLP(7 * dim, layer_sizes(hp, "mlp_hidden"), activation="dice", out_dim=1)
+        self.mlp = MLP(
+            7 * dim + self.enable_dense(), layer_sizes(hp, "mlp_hidden"), activation="dice", out_dim=1
+        )
         self._utilization: torch.Tensor | None = None
+
+    def sequence_lengths(self) -> dict[str, int]:
+        """Batches need only the N long-history positions the memory writes."""
+        return {**super().sequence_lengths(), "long": min(self.memory_steps, self.long_seq_len)}
 
     def written(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The long-history ids the memory reads: the latest N of long_item, long_category (B, N)."""
@@ -113,6 +108,7 @@ class MIMN(BehaviorSequenceModel):
         every_channel = torch.ones(state.channels.shape[:2], dtype=torch.bool, device=target.device)
         channel_read = self.channel_attention(target, state.channels, every_channel)  # (B, E)
         features = torch.cat([user, target, memory_read, channel_read], dim=1)  # (B, 7D)
+        features = self.with_dense(batch, features)  # (B, 7D + dense width) when hparams dense is on
         return self.mlp(features).squeeze(1) + self.position_logit(batch)
 
     def auxiliary_loss(self) -> torch.Tensor:

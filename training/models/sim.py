@@ -8,7 +8,7 @@ from torch import nn
 from seqrank.schema import PAD
 from training.layers import MLP, TargetAttention
 from training.layers.embedding import make_embedding
-from training.layers.hparams import layer_sizes, positive_int
+from training.layers.hparams import choice, layer_sizes, positive_int
 from training.layers.multihead import MultiHeadTargetAttention
 from training.layers.regularization import batch_embedding_l2
 from training.layers.timegap import TimeGapEmbedding
@@ -70,11 +70,7 @@ class SIM(BehaviorSequenceModel):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         hp, dim = spec.hparams, self.dim
-        self.search = hp.get("search", "hard")
-        if self.search not in SEARCH_MODES:
-            raise ValueError(
-                f"hparams['search'] = {self.search!r}: expected one of {', '.join(SEARCH_MODES)}"
-            )
+        self.search = choice(hp, "search", SEARCH_MODES, "hard")
         self.search_k = positive_int(hp, "search_k")
         heads = positive_int(hp, "heads")
         attention_hidden = layer_sizes(hp, "attention_hidden")
@@ -95,7 +91,7 @@ class SIM(BehaviorSequenceModel):
         required = ["user", "item", "category", "ts", "hist_item", "hist_category"]
         if self.search == "soft":
             self.long_seq_len = positive_int(hp, "long_seq_len")
-            search_dim = positive_int({"search_dim": dim, **hp}, "search_dim")
+            search_dim = positive_int(hp, "search_dim", dim)
             vocab = spec.vocab_sizes
             # Full or double-hashed like the main tables (hparams embedding), at a larger scale.
             self.search_item = make_embedding(vocab["item"], search_dim, "item", hp)

@@ -60,7 +60,7 @@ class WideDeep(BehaviorSequenceModel):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         hp, dim, vocab = spec.hparams, self.dim, spec.vocab_sizes
-        self.cross_buckets = positive_int({"cross_buckets": DEFAULT_CROSS_BUCKETS, **hp}, "cross_buckets")
+        self.cross_buckets = positive_int(hp, "cross_buckets", DEFAULT_CROSS_BUCKETS)
         self.wide_user = Embedding(vocab["user"], 1)
         self.wide_item = Embedding(vocab["item"], 1)
         self.wide_category = Embedding(vocab["category"], 1)
