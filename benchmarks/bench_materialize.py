@@ -1,7 +1,11 @@
-"""Benchmark: features-step time and peak memory for N users with 1,000-event histories.
+"""Benchmark: features-step time and memory for N users with 1,000-event histories (flat memory).
 
-Builds a synthetic ingest output in this process (written in user chunks), then runs the features
-step in a child process so its peak RSS is measured alone. Prints one JSON object.
+Writes a synthetic ingest output in this process, one file per 5,000 users, so generating 100M
+behaviors holds one file's worth. Then runs the features step (tables, Feast apply, online write)
+in a child process, so its memory is measured alone: peak RSS, and RSS after chunks spread over
+each stage, which stays level when memory does not grow with the number of users. After the run
+the child times Feast's own DataFrame ingestion (`write_to_online_store`) on the same batch as
+the step's direct proto write, a ratio that holds on a busy machine. Prints one JSON object.
 
     python -m benchmarks.bench_materialize --users 100000 --events 1000
 """
@@ -17,60 +21,125 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks.bench_features import make_ingest
+from seqrank.config import FeatureConfig
 
 log = logging.getLogger(__name__)
 
 _CHILD = """
-import json, sys
+import json, resource, sys, time
 from pathlib import Path
+
+import pyarrow as pa
+
 from components import features
+from components.features import online
+from feature_repo import USER_BEHAVIOR, USER_CATEGORY_BEHAVIOR, table_path
 from seqrank.config import FeatureConfig
-cfg = FeatureConfig(max_sequence_length=int(sys.argv[3]), materialize_chunk_users=int(sys.argv[4]))
-print(json.dumps(features.run(Path(sys.argv[1]), Path(sys.argv[2]), cfg)))
+
+ingest, feast_dir, events, chunk_users, categories = sys.argv[1:6]
+cfg = FeatureConfig(max_sequence_length=int(events), materialize_chunk_users=int(chunk_users))
+
+def rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+chunks = []  # (stage, rows done in the stage, RSS MiB) after every chunk
+done = {}
+def on_chunk(stage, rows):
+    done[stage] = done.get(stage, 0) + rows
+    chunks.append((stage, done[stage], round(rss_mib(), 1)))
+
+summary = features.run(Path(ingest), Path(feast_dir), cfg, on_chunk)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+from feast import FeatureStore
+store = FeatureStore(repo_path=feast_dir)
+reference = {}
+for view in (USER_BEHAVIOR, USER_CATEGORY_BEHAVIOR):
+    fv = store.get_feature_view(view)
+    batch = next(online.read_bounded(table_path(Path(feast_dir) / "data", view), cfg.materialize_chunk_users))
+    frame = pa.Table.from_batches([batch]).to_pandas()
+    store.write_to_online_store(view, df=frame)  # warm both paths
+    online.write(store, fv, batch)
+    started = time.perf_counter()
+    store.write_to_online_store(view, df=frame)
+    feast_s = time.perf_counter() - started
+    started = time.perf_counter()
+    online.write(store, fv, batch)
+    direct_s = time.perf_counter() - started
+    reference[view] = {
+        "rows": batch.num_rows,
+        "feast_write_to_online_store_s": round(feast_s, 3),
+        "direct_write_s": round(direct_s, 3),
+        "speedup": round(feast_s / direct_s, 2),
+    }
+print(json.dumps({"summary": summary, "peak_rss_mib": round(peak, 1), "chunks": chunks, "reference": reference}))
 """
 
 
+def _spread(chunks: list[list[Any]], points: int) -> dict[str, list[list[float]]]:
+    """Per stage, about `points` (rows done, RSS MiB) pairs evenly spread over its chunks, last included."""
+    by_stage: dict[str, list[list[float]]] = {}
+    for stage, rows, rss in chunks:
+        by_stage.setdefault(stage, []).append([rows, rss])
+    out = {}
+    for stage, series in by_stage.items():
+        step = max(1, len(series) // points)
+        picked = series[step - 1 :: step]
+        if picked[-1] is not series[-1]:
+            picked.append(series[-1])
+        out[stage] = picked
+    return out
+
+
 def benchmark_materialize(
-    users: int, events: int = 1_000, categories: int = 20, chunk_users: int = 50_000, root: Path | None = None
-) -> dict:
-    """Features step (tables, apply, online write) over `users` × `events` behaviors; seconds and peak RSS."""
+    users: int,
+    events: int = 1_000,
+    categories: int = 20,
+    chunk_users: int | None = None,
+    root: Path | None = None,
+    points: int = 10,
+) -> dict[str, Any]:
+    """Features step over `users` × `events` behaviors: seconds, users/s, peak RSS, RSS per chunk."""
+    chunk_users = chunk_users or FeatureConfig().materialize_chunk_users
     with tempfile.TemporaryDirectory(prefix="seqrank-materialize-", dir=root) as tmp:
         started = time.perf_counter()
         ingest = make_ingest(Path(tmp) / "ingest", users, items=20_000, categories=categories, events=events)
-        built = time.perf_counter() - started
-        log.info("synthetic ingest: %d users x %d events in %.1f s", users, events, built)
+        generate_s = time.perf_counter() - started
+        generate_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        log.info("synthetic ingest: %d users x %d events in %.1f s", users, events, generate_s)
         started = time.perf_counter()
+        args = [str(ingest), str(Path(tmp) / "feast"), str(events), str(chunk_users), str(categories)]
         out = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                _CHILD,
-                str(ingest),
-                str(Path(tmp) / "feast"),
-                str(events),
-                str(chunk_users),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
+            [sys.executable, "-c", _CHILD, *args], check=True, capture_output=True, text=True
         )
         wall = time.perf_counter() - started
-        summary = json.loads(out.stdout.strip().splitlines()[-1])
+        child = json.loads(out.stdout.strip().splitlines()[-1])
         online_db = (Path(tmp) / "feast" / "online.db").stat().st_size
-    # ru_maxrss is in KiB on Linux; RUSAGE_CHILDREN covers only the features-step child.
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    summary = child["summary"]
+    chunks = child["chunks"]
+    rss = [c[2] for c in chunks]
     return {
         "users": users,
         "events_per_user": events,
         "categories": categories,
         "chunk_users": chunk_users,
-        "features_step_wall_s": round(wall, 1),
+        "features_step_s": summary["seconds"]["total"],
+        "users_per_s": round(users / summary["seconds"]["total"], 1),
         "seconds": summary["seconds"],
+        "online_seconds": summary["online_seconds"],
+        "child_wall_s": round(wall, 1),
         "rows": summary["rows"],
-        "peak_rss_mib": round(peak_mib, 1),
+        "peak_rss_mib": child["peak_rss_mib"],
+        "rss_after_chunk_mib": {"first": rss[0], "min": min(rss), "max": max(rss), "last": rss[-1]},
+        "rss_by_stage": _spread(chunks, points),
+        "online_write_vs_feast_ingestion": child["reference"],
         "online_db_mib": round(online_db / 2**20, 1),
+        "generate_s": round(generate_s, 1),
+        "generate_peak_rss_mib": round(generate_peak, 1),
     }
 
 
@@ -79,13 +148,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=1_000)
     parser.add_argument("--categories", type=int, default=20)
-    parser.add_argument("--chunk-users", type=int, default=50_000)
+    parser.add_argument(
+        "--chunk-users", type=int, help="FeatureConfig.materialize_chunk_users (default: the config default)"
+    )
+    parser.add_argument("--points", type=int, default=10, help="RSS samples reported per stage")
     parser.add_argument(
         "--tmp", type=Path, help="where the synthetic data goes (default: the system temp dir)"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    result = benchmark_materialize(args.users, args.events, args.categories, args.chunk_users, args.tmp)
+    result = benchmark_materialize(
+        args.users, args.events, args.categories, args.chunk_users, args.tmp, args.points
+    )
     print(json.dumps(result))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from components.features import tables
+from components.features import online, tables
 from feature_repo import (
     ITEM_PROFILE,
     ITEM_STATS_VIEW,
@@ -30,7 +30,7 @@ from feature_repo import (
     write_store_config,
 )
 from feature_repo.push import push_behaviors as push_online
-from feature_repo.store_config import STORE_YAML
+from feature_repo.store_config import ONLINE_DB_FILE, STORE_YAML
 from seqrank.config import FeatureConfig
 from seqrank.storage import atomic_dir
 
@@ -51,18 +51,22 @@ HISTORICAL_FEATURES: tuple[str, ...] = tuple(
 )
 # Views with many rows (snapshots) per entity -> their entity key; online holds the newest only.
 SNAPSHOT_VIEWS = {ITEM_STATS_VIEW: "item"}
-_ONLINE_WRITE_BYTES = 16 * 2**20  # Arrow bytes per online write call (see _bounded)
 _SNAPSHOT_PASS_ROWS = 2_000_000  # rows of a snapshot table read at once (~50 bytes each)
 _ROW = "__seqrank_row"  # example position, carried through Feast joins that reorder and drop rows
 # Materialization windows are [start, end); end one tick past the newest row so it is inside.
 _ONE_MS = timedelta(milliseconds=1)
+# Called after every chunk with the stage ("table <view>" or "online <view>") and the rows it held.
+ChunkHook = Callable[[str, int], None]
 
 
-def build_tables(ingest_dir: Path, data_dir: Path, cfg: FeatureConfig) -> dict[str, int]:
+def build_tables(
+    ingest_dir: Path, data_dir: Path, cfg: FeatureConfig, on_chunk: ChunkHook | None = None
+) -> dict[str, int]:
     """Write one Parquet table per feature view into `data_dir` (all or nothing); return row counts.
 
-    A view whose optional source (item_stats/) the ingest output lacks gets an empty table, so the
-    repo and its services stay the same and reads of it return nothing instead of failing.
+    Input is read `cfg.materialize_chunk_users` rows at a time and every chunk's output is written
+    before the next is read. A view whose optional source (item_stats/) the ingest output lacks
+    gets an empty table, so the repo and its services stay the same and reads of it return nothing.
     """
     ingest_dir = Path(ingest_dir)
     transforms = {
@@ -88,6 +92,8 @@ def build_tables(ingest_dir: Path, data_dir: Path, cfg: FeatureConfig) -> dict[s
                     out = transforms[view](batch)
                     writer.write_batch(out)
                     rows[view] += out.num_rows
+                    if on_chunk is not None:
+                        on_chunk(f"table {view}", out.num_rows)
     return rows
 
 
@@ -122,70 +128,75 @@ def _latest_per_entity(path: Path, key: str, chunk_rows: int) -> Iterator[pa.Rec
         yield from ordered.take(first_of_key).to_batches(max_chunksize=chunk_rows)
 
 
-def _bounded(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """`batches` cut so none holds more than _ONLINE_WRITE_BYTES of Arrow data."""
-    # Feast turns every value of a write into Python objects and protobufs, ~10x the Arrow size:
-    # 50,000 users of 1,000-event sequences in one call would need tens of GB.
-    for batch in batches:
-        row_bytes = max(1, batch.nbytes // max(1, batch.num_rows))
-        rows = max(1, _ONLINE_WRITE_BYTES // row_bytes)
-        for start in range(0, batch.num_rows, rows):
-            yield batch.slice(start, rows)
-
-
 def _write_online(
-    store: FeatureStore, view: str, path: Path, chunk_rows: int
+    store: FeatureStore, view: str, path: Path, chunk_rows: int, on_chunk: ChunkHook | None = None
 ) -> tuple[datetime, datetime] | None:
-    """Write table `path` to the online store through Feast, `chunk_rows` rows at a time."""
-    # Feast's materialize() loads its whole time window into memory; writing bounded row chunks
-    # through the store's own ingestion path keeps memory flat and does the same conversion.
+    """Write table `path` to the online store through Feast, in bounded record batches.
+
+    Returns the event-time range written (None for an empty table).
+    """
+    # Feast's materialize() loads its whole time window into memory; writing bounded record
+    # batches through the provider's online write keeps memory at one batch for any table size.
+    fv = store.get_feature_view(view)
     first: datetime | None = None
     last: datetime | None = None
     if view in SNAPSHOT_VIEWS:
-        batches: Iterable[pa.RecordBatch] = _latest_per_entity(path, SNAPSHOT_VIEWS[view], chunk_rows)
+        batches = online.bounded(_latest_per_entity(path, SNAPSHOT_VIEWS[view], chunk_rows))
     else:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=chunk_rows)
-    for batch in _bounded(batches):
+        batches = online.read_bounded(path, chunk_rows)
+    for batch in batches:
         if batch.num_rows == 0:
             continue
-        # One frame per chunk: Feast turns it into a single Arrow batch and converts only the first
-        # batch of what it builds, so larger inputs must never reach it in one call.
-        store.write_to_online_store(view, df=pa.Table.from_batches([batch]).to_pandas())
+        online.write(store, fv, batch)
         log.debug("%s: wrote %d rows online", view, batch.num_rows)
-        stamps = batch.column(TIMESTAMP_FIELD)
-        lo, hi = pc.min_max(stamps).values()
-        first = lo.as_py() if first is None else min(first, lo.as_py())
-        last = hi.as_py() if last is None else max(last, hi.as_py())
+        if on_chunk is not None:
+            on_chunk(f"online {view}", batch.num_rows)
+        lo, hi = (v.as_py() for v in pc.min_max(batch.column(TIMESTAMP_FIELD)).values())
+        first = lo if first is None else min(first, lo)
+        last = hi if last is None else max(last, hi)
     return None if first is None or last is None else (first, last)
 
 
-def run(ingest_dir: Path, feast_dir: Path, cfg: FeatureConfig) -> dict[str, Any]:
+def run(
+    ingest_dir: Path, feast_dir: Path, cfg: FeatureConfig, on_chunk: ChunkHook | None = None
+) -> dict[str, Any]:
     """Build feature tables into `feast_dir/data/`, apply the Feast repo, and fill the online store.
 
-    Returns a summary: users with a sequence, rows per feature table, seconds per stage.
+    Both passes stream: ingest outputs and feature tables are read in record batches of at most
+    `cfg.materialize_chunk_users` rows (online writes also at most ~16 MiB), and each batch is
+    written and dropped before the next is read, so memory stays flat however many users there are.
+    `on_chunk(stage, rows)` is called after every batch (progress, or memory sampling in benchmarks).
+
+    Returns a summary: users with a sequence, rows per feature table, seconds per stage and per
+    view's online write.
     """
     from feast import FeatureStore
 
     started = time.perf_counter()
     feast_dir = Path(feast_dir).resolve()
     data_dir = feast_dir / DATA_DIR
-    rows = build_tables(Path(ingest_dir), data_dir, cfg)
+    rows = build_tables(Path(ingest_dir), data_dir, cfg, on_chunk)
     built = time.perf_counter()
 
     write_store_config(feast_dir, cfg.project)
     store = FeatureStore(repo_path=str(feast_dir))
     objects = definitions(data_dir, cfg)
     store.apply(objects)
+    online.use_wal(feast_dir / ONLINE_DB_FILE)
     applied = time.perf_counter()
 
+    online_seconds: dict[str, float] = {}
     for view in VIEWS:
-        window = _write_online(store, view, table_path(data_dir, view), cfg.materialize_chunk_users)
+        view_started = time.perf_counter()
+        path = table_path(data_dir, view)
+        window = _write_online(store, view, path, cfg.materialize_chunk_users, on_chunk)
         if window is not None:
             # Recorded like a materialize() run, so `feast feature-views list` and incremental
             # materialization know what the online store holds.
             fv = store.get_feature_view(view)
             store.registry.apply_materialization(fv, store.project, window[0], window[1] + _ONE_MS)
-        log.info("materialized %s: %d rows", view, rows[view])
+        online_seconds[view] = round(time.perf_counter() - view_started, 3)
+        log.info("materialized %s: %d rows in %.1f s", view, rows[view], online_seconds[view])
     done = time.perf_counter()
 
     summary = {
@@ -199,6 +210,7 @@ def run(ingest_dir: Path, feast_dir: Path, cfg: FeatureConfig) -> dict[str, Any]
             "materialize": round(done - applied, 3),
             "total": round(done - started, 3),
         },
+        "online_seconds": online_seconds,
     }
     log.info("features: %d users with sequences, %.1f s", summary["users"], done - started)
     return summary

@@ -1,0 +1,128 @@
+"""Bulk online writes: the direct Arrow -> proto path stores exactly what Feast's own ingestion stores."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.components.test_features import CFG, N_CATEGORIES, make_ingest_dir
+
+
+def _online_rows(feast_dir: Path, view: str) -> list[tuple]:
+    """Every (entity key, feature, serialized value, event time) row of `view` in the SQLite store."""
+    with contextlib.closing(sqlite3.connect(feast_dir / "online.db")) as conn:
+        return conn.execute(
+            f'SELECT entity_key, feature_name, value, event_ts FROM "{CFG.project}_{view}" '
+            "ORDER BY entity_key, feature_name"
+        ).fetchall()
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict, list[tuple[str, int]]]:
+    """The same tables written online twice: by the features step, and batch by batch via Feast's
+    `write_to_online_store` (DataFrame ingestion) into a second store."""
+    from feast import FeatureStore
+
+    from components import features
+    from components.features import core, online
+    from feature_repo import VIEWS, definitions, table_path, write_store_config
+
+    root = tmp_path_factory.mktemp("online_write")
+    ingest = make_ingest_dir(root / "ingest")
+    ours = root / "ours"
+    chunks: list[tuple[str, int]] = []
+    summary = features.run(ingest, ours, CFG, on_chunk=lambda stage, rows: chunks.append((stage, rows)))
+
+    reference = root / "reference"
+    features.build_tables(ingest, reference / core.DATA_DIR, CFG)
+    write_store_config(reference, CFG.project)
+    store = FeatureStore(repo_path=str(reference))
+    store.apply(definitions(reference / core.DATA_DIR, CFG))
+    for view in VIEWS:
+        path = table_path(reference / core.DATA_DIR, view)
+        if view in core.SNAPSHOT_VIEWS:
+            batches = core._latest_per_entity(path, core.SNAPSHOT_VIEWS[view], CFG.materialize_chunk_users)
+        else:
+            batches = online.read_bounded(path, CFG.materialize_chunk_users)
+        for batch in batches:
+            store.write_to_online_store(view, df=pa.Table.from_batches([batch]).to_pandas())
+    return ours, reference, summary, chunks
+
+
+@pytest.mark.parametrize(
+    "view", ["user_behavior", "user_category_behavior", "item_profile", "user_profile", "item_stats"]
+)
+def test_rows_are_byte_identical_to_feast_ingestion(stores, view):
+    ours, reference, _, _ = stores
+    rows = _online_rows(ours, view)
+    assert rows, view
+    assert rows == _online_rows(reference, view)
+
+
+def test_every_chunk_is_bounded_and_all_rows_are_written(stores):
+    from feature_repo import VIEWS
+
+    ours, _, summary, chunks = stores
+    assert chunks
+    for stage, rows in chunks:
+        # A chunk of users yields up to one (user, category) row per category it touches.
+        fan_out = N_CATEGORIES if stage == "table user_category_behavior" else 1
+        assert 0 < rows <= CFG.materialize_chunk_users * fan_out, stage
+    # Behaviors are read in several chunks (12 users, 5 per chunk), not in one piece.
+    assert sum(stage == "table user_behavior" for stage, _ in chunks) >= 3
+    for view in VIEWS:
+        assert sum(rows for stage, rows in chunks if stage == f"table {view}") == summary["rows"][view]
+        online_rows = sum(rows for stage, rows in chunks if stage == f"online {view}")
+        assert online_rows == len({key for key, *_ in _online_rows(ours, view)}), view
+
+
+def test_online_store_journals_with_wal(stores):
+    ours, *_ = stores
+    with contextlib.closing(sqlite3.connect(ours / "online.db")) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_nulls_become_empty_values():
+    from components.features.online import to_values
+
+    values = to_values(pa.array(["f", None], type=pa.string()))
+    assert values[0].string_val == "f"
+    assert values[1].WhichOneof("val") is None
+    lists = to_values(pa.array([[1, 2], None, []], type=pa.list_(pa.int64())))
+    assert list(lists[0].int64_list_val.val) == [1, 2]
+    assert lists[1].WhichOneof("val") is None
+    assert lists[2].WhichOneof("val") == "int64_list_val" and not lists[2].int64_list_val.val
+
+
+def test_sliced_list_columns_keep_their_rows():
+    from components.features.online import to_values
+
+    column = pa.array([[1], [2, 3], [4, 5, 6]], type=pa.list_(pa.int64())).slice(1)
+    assert [list(v.int64_list_val.val) for v in to_values(column)] == [[2, 3], [4, 5, 6]]
+
+
+def test_unknown_arrow_type_is_named():
+    from components.features.online import to_values
+
+    with pytest.raises(TypeError, match="bool"):
+        to_values(pa.array([True]))
+
+
+def test_read_bounded_caps_batch_bytes_across_row_groups(tmp_path):
+    from components.features.online import read_bounded
+
+    n, length = 300, 1_000
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * length)
+    table = pa.table({"seq": pa.ListArray.from_arrays(offsets, pa.array(np.arange(n * length)))})
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path, row_group_size=100)  # 100 rows of ~8 KB per row group
+    batches = list(read_bounded(path, max_rows=10_000, max_bytes=200_000))
+    assert sum(b.num_rows for b in batches) == n
+    assert max(b.nbytes for b in batches) <= 200_000 + 8 * length + 8
+    assert pa.Table.from_batches(batches).equals(table)
