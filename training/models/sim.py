@@ -46,7 +46,10 @@ class SIM(BehaviorSequenceModel):
       nothing retrieved gets a zero interest.
 
     Beside them a short-term DIN activation unit over the last L behaviors (hist_*), and
-    [user, ESU interest, short-term interest, target] → MLP (Dice) → logit.
+    [user, ESU interest, short-term interest, target, log(1 + retrieved)] → MLP (Dice) → logit.
+    The last term is an addition to the paper: the ESU's softmax keeps which retrieved behaviors
+    matter but not how many there were, and for hard search that count (the user's behaviors in
+    the candidate's category) is the intensity of a long-term interest.
 
     Notation: B batch, L seq_len, M long_seq_len, K search_k, D embedding_dim, h heads, S search_dim.
 
@@ -55,7 +58,8 @@ class SIM(BehaviorSequenceModel):
         retrieved  (B, K, 3D)       [item ⊕ category ⊕ time gap] of the GSU's behaviors, PAD masked
         long_term  (B, h·3D)        ESU output
         short_term (B, 2D)          DIN attention over hist_*
-        MLP([user, long_term, short_term, target]) → (B,)   (+ GSU logit (B,) under soft search)
+        intensity  (B, 1)           log(1 + number of real retrieved behaviors)
+        MLP([user, long_term, short_term, target, intensity]) → (B,)   (+ GSU logit under soft search)
 
     Hparams (ModelConfig fields): embedding_dim, seq_len, attention_hidden (DIN activation unit;
     also the GSU sub-model's hidden sizes), mlp_hidden, search_k, heads, long_seq_len (soft search
@@ -82,7 +86,7 @@ class SIM(BehaviorSequenceModel):
         self.exact_search = MultiHeadTargetAttention(2 * dim, 3 * dim, heads)
         self.short_attention = TargetAttention(2 * dim, attention_hidden, activation="sigmoid")
         self.mlp = MLP(
-            dim + self.exact_search.out_dim + 4 * dim + self.enable_dense(),
+            dim + self.exact_search.out_dim + 4 * dim + 1 + self.enable_dense(),
             layer_sizes(hp, "mlp_hidden"),
             activation="dice",
             out_dim=1,
@@ -205,7 +209,12 @@ class SIM(BehaviorSequenceModel):
         retrieved = torch.cat([item_emb, category_emb, gap], dim=-1)  # (B, K, 3D)
         long_term = self.exact_search(target, retrieved, found)  # (B, h·3D)
 
-        features = torch.cat([user, long_term, short_term, target], dim=1)  # (B, D + h·3D + 4D)
+        # The softmax of the exact search keeps which behaviors matter, not how many were found;
+        # the retrieval count carries that intensity (how often the user went to this category).
+        intensity = torch.log1p(found.sum(dim=1, keepdim=True).to(long_term.dtype))  # (B, 1)
+        features = torch.cat(
+            [user, long_term, short_term, target, intensity], dim=1
+        )  # (B, D + h·3D + 4D + 1)
         features = self.with_dense(batch, features)  # (B, ... + dense width) when hparams dense is on
         logit = self.mlp(features).squeeze(1) + self.position_logit(batch)
         return logit if extra is None else logit + extra
