@@ -22,7 +22,7 @@ from seqrank.config import ServeConfig
 from seqrank.schema import PAD
 from serving.bundle import Bundle, load_bundle
 from serving.features import OnlineFeatures
-from serving.ranking import build_batch, candidate_categories, candidate_items, score
+from serving.ranking import build_batch, candidate_items, categories_of, score
 from serving.request_log import RequestLog
 
 log = logging.getLogger(__name__)
@@ -142,13 +142,14 @@ class Service:
         user = bundle.user_index.get(request.user_id, 0)
         sequence = self.features.user_sequence(user)
         now = self.now_ms()
-        by_category = None
-        if "cat_item" in bundle.inputs or "cat_ts" in bundle.inputs:
-            categories = candidate_categories(bundle, request.candidates)
-            by_category = self.features.category_sequences(user, categories[categories != PAD].tolist())
-        stats = None
-        if "item_dense" in bundle.inputs:
-            stats = self.features.item_stats(candidate_items(bundle, request.candidates))
+        by_category = stats = None
+        if bundle.inputs & {"cat_item", "cat_ts", "item_dense"}:
+            indices = candidate_items(bundle, request.candidates)
+            if "cat_item" in bundle.inputs or "cat_ts" in bundle.inputs:
+                categories = categories_of(bundle, indices)
+                by_category = self.features.category_sequences(user, categories[categories != PAD].tolist())
+            if "item_dense" in bundle.inputs:
+                stats = self.features.item_stats(indices)
         batch = build_batch(bundle, request.user_id, request.candidates, sequence, now, by_category, stats)
         scores = score(bundle, batch)
         order = np.argsort(-scores, kind="stable").tolist()  # ties keep the caller's order

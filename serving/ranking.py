@@ -52,8 +52,8 @@ def build_batch(
     sizes = bundle.vocab_sizes
     b = len(candidates)
     user = _known(np.array([bundle.user_index.get(user_id, PAD)], dtype=np.int64), sizes.get("user"))
-    raw_items = np.fromiter((bundle.item_index.get(c, PAD) for c in candidates), dtype=np.int64, count=b)
-    raw_categories = _categories_of(bundle, raw_items)
+    raw_items = candidate_items(bundle, candidates)
+    raw_categories = categories_of(bundle, raw_items)
     batch = {
         "user": torch.from_numpy(user).expand(b),
         "item": torch.from_numpy(_known(raw_items, sizes.get("item"))),
@@ -103,10 +103,11 @@ def _item_dense(bundle: Bundle, items: np.ndarray, stats: Mapping[str, np.ndarra
 
 def candidate_categories(bundle: Bundle, candidates: list[str]) -> np.ndarray:
     """Category index of each candidate (B,), PAD for items the bundle does not know."""
-    return _categories_of(bundle, candidate_items(bundle, candidates))
+    return categories_of(bundle, candidate_items(bundle, candidates))
 
 
-def _categories_of(bundle: Bundle, items: np.ndarray) -> np.ndarray:
+def categories_of(bundle: Bundle, items: np.ndarray) -> np.ndarray:
+    """Category index of each item index (B,) (`candidate_items`), PAD when unknown."""
     in_table = items < len(bundle.item_category)
     return np.where(in_table, bundle.item_category[np.where(in_table, items, PAD)], PAD)
 

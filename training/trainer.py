@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.distributed
+import torch.distributed as dist
 from torch import nn
 
 from seqrank.config import ModelConfig, TrainConfig
@@ -106,8 +106,6 @@ def distributed_context() -> Distributed:
 
 def _init_distributed(ctx: Distributed, device: torch.device) -> torch.device:
     # gloo on CPU, nccl on CUDA (one GPU per local rank); torchrun provides MASTER_ADDR/PORT.
-    import torch.distributed as dist
-
     if device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
@@ -119,13 +117,11 @@ def _init_distributed(ctx: Distributed, device: torch.device) -> torch.device:
 def _sync_buffers(model: nn.Module) -> None:
     """Give every rank rank 0's buffers (batch-norm running statistics differ per shard)."""
     for buffer in model.buffers():
-        torch.distributed.broadcast(buffer, src=0)
+        dist.broadcast(buffer, src=0)
 
 
 def _replica_max_diff(model: nn.Module) -> float:
     """Largest |value − rank 0's value| over all parameters and float buffers: 0 when the replicas agree."""
-    import torch.distributed as dist
-
     tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
     flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
     reference = flat.clone()
@@ -430,7 +426,7 @@ def fit(
                     advance()
             if ctx.enabled:
                 _sync_buffers(model)  # e.g. Dice's running statistics: one model to evaluate and keep
-                torch.distributed.all_reduce(loss_sum)
+                dist.all_reduce(loss_sum)
             train_loss = float(loss_sum) / (per_rank * ctx.world_size)
             if not math.isfinite(train_loss):
                 raise FloatingPointError(f"epoch {epoch}: training loss is {train_loss}; lower train.lr")

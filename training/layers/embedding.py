@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from seqrank.schema import PAD
+from training.data import KEY_ENTITY
 from training.layers.hparams import positive_int
 from training.layers.regularization import batch_embedding_l2
 
@@ -220,19 +221,6 @@ def make_embedding(
     raise ValueError(f"hparams['embedding'] = {kind!r}: expected one of {', '.join(EMBEDDINGS)}")
 
 
-# The table each id batch key reads (training.models.base documents the keys).
-ID_KEY_TABLE = {
-    "user": "user",
-    "item": "item",
-    "category": "category",
-    "hist_item": "item",
-    "hist_category": "category",
-    "long_item": "item",
-    "long_category": "category",
-    "cat_item": "item",
-}
-
-
 class BehaviorEmbeddings(nn.Module):
     """The user, item and category tables most sequence models share, and the lookups they need.
 
@@ -282,5 +270,5 @@ class BehaviorEmbeddings(nn.Module):
         """
         tables = {"user": self.user_table, "item": self.item_table, "category": self.category_table}
         wanted = keys if keys is not None else ("user", "item", "category", "hist_item", "hist_category")
-        pairs = [(tables[ID_KEY_TABLE[key]], batch[key]) for key in wanted if key in ID_KEY_TABLE]
+        pairs = [(tables[KEY_ENTITY[key]], batch[key]) for key in wanted if key in KEY_ENTITY]
         return batch_embedding_l2(pairs)
