@@ -105,9 +105,10 @@ class Simulation:
     """Everything one simulation produced, before it is written.
 
     `event_session` is the true session of every row of `events`; `hist_end` (behaviors strictly
-    before the impression) and `p_click_history` (the oracle restricted to the whole history) are
-    aligned with the rows of `oracle`; `long_term[u]` are user u's long-term interest categories
-    (indices, "c{index}" raw ids). Tests and diagnostics use them; they are not written.
+    before the impression), `p_click_history` (the oracle restricted to the whole history) and
+    `focus` (the focus category index of the impression's session) are aligned with the rows of
+    `oracle`; `long_term[u]` are user u's long-term interest categories (indices, "c{index}" raw
+    ids). Tests and diagnostics use them; they are not written.
     """
 
     events: pa.Table
@@ -118,6 +119,7 @@ class Simulation:
     event_session: np.ndarray
     hist_end: np.ndarray
     p_click_history: np.ndarray
+    focus: np.ndarray
     long_term: np.ndarray
 
 
@@ -604,25 +606,30 @@ def simulate(cfg: GeneratorConfig, progress: bool = False) -> Simulation:
         tl = _timeline(cfg, rng, ses, imp)
         stages.done(_STAGES[3])
 
-        # Oracle restricted to the behaviors strictly before each impression. Only impressions in
-        # a long-term category can differ from p_click, so only they are looked up.
+        # Oracles restricted to the behaviors strictly before each impression. Only impressions
+        # in a long-term or the focus category can differ from p_click, so only they are looked up.
         hist = _History(tl, imp, cfg.users, n_cat)
         imp_rows = np.flatnonzero(tl.etype == 0)
         o_src = tl.src[imp_rows]
         o_user = imp.user[o_src]
         hist_end = hist.hist_end(o_user, tl.ts[imp_rows])
         o_lt = imp.lt_match[o_src]
+        o_focus = imp.focus[o_src] == imp.category[o_src]
         last = np.full(len(imp_rows), -1, dtype=np.int64)
-        q = np.flatnonzero(o_lt)
+        q = np.flatnonzero(o_lt | o_focus)
         last[q] = hist.last_in_category(o_user[q], imp.category[o_src[q]], hist_end[q])
         seen_ever = last >= 0
         seen_last50 = seen_ever & (last >= hist_end - LAST_N)
+        last_row = hist.rows[np.maximum(hist.first[o_user] + last, 0)] if len(hist.rows) else imp_rows
+        seen_in_session = seen_ever & (tl.session[last_row] == tl.session[imp_rows])
         logit_short = imp.logit_short[o_src]
         p_last50 = _sigmoid(logit_short + W_LONG_TERM * (o_lt & seen_last50))
         p_history = _sigmoid(logit_short + W_LONG_TERM * (o_lt & seen_ever))
+        hidden_focus = o_focus & ~seen_in_session
+        p_revealed = _sigmoid(logit_short - W_FOCUS * hidden_focus + W_LONG_TERM * (o_lt & seen_ever))
         stages.done(_STAGES[4])
 
-        events, oracle, users, items = _tables(cfg, usr, cat, imp, tl, imp_rows, p_last50)
+        events, oracle, users, items = _tables(cfg, usr, cat, imp, tl, imp_rows, p_last50, p_revealed)
         summary = _summary(cfg, usr, imp, tl, hist, oracle, imp_rows, hist_end, seen_last50, p_history)
         stages.done(_STAGES[5])
     return Simulation(
@@ -634,6 +641,7 @@ def simulate(cfg: GeneratorConfig, progress: bool = False) -> Simulation:
         event_session=tl.session,
         hist_end=hist_end,
         p_click_history=p_history,
+        focus=imp.focus[o_src],
         long_term=usr.long_term,
     )
 
@@ -646,6 +654,7 @@ def _tables(
     tl: _Timeline,
     imp_rows: np.ndarray,
     p_last50: np.ndarray,
+    p_revealed: np.ndarray,
 ) -> tuple[pa.Table, pa.Table, pa.Table, pa.Table]:
     user_names = _ids("u", np.arange(cfg.users))
     item_names = _ids("i", np.arange(cfg.items))
@@ -677,6 +686,7 @@ def _tables(
             "ts": pa.array(tl.ts[imp_rows], pa.int64()),
             "p_click": pa.array(imp.p_click[o_src], pa.float64()),
             "p_click_last50": pa.array(p_last50, pa.float64()),
+            "p_click_revealed": pa.array(p_revealed, pa.float64()),
             "clicked": pa.array(imp.clicked[o_src].astype(np.int8), pa.int8()),
         },
         schema=ORACLE,
@@ -718,6 +728,7 @@ def _summary(
     o_lt = imp.lt_match[o_src]
     p = oracle.column("p_click").to_numpy()
     p50 = oracle.column("p_click_last50").to_numpy()
+    p_revealed = oracle.column("p_click_revealed").to_numpy()
     counts = {name: int((tl.etype == code).sum()) for code, name in enumerate(EVENT_TYPES)}
     auc, auc50 = oracle_auc(oracle)
 
@@ -729,6 +740,7 @@ def _summary(
             "oracle_auc": _round(_auc(clicked[m], p[m])),
             "oracle_last50_auc": _round(_auc(clicked[m], p50[m])),
             "oracle_history_auc": _round(_auc(clicked[m], p_history[m])),
+            "oracle_revealed_auc": _round(_auc(clicked[m], p_revealed[m])),
         }
 
     # Long-term interests at the end of the log, for users with a long history.
@@ -764,6 +776,7 @@ def _summary(
         "oracle_auc": _round(auc),
         "oracle_last50_auc": _round(auc50),
         "oracle_history_auc": _round(_auc(clicked, p_history)),
+        "oracle_revealed_auc": _round(_auc(clicked, p_revealed)),
         "auc_by_history": by_history,
         "behaviors_per_user": {
             "mean": _round(_mean(behaviors)),

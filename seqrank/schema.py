@@ -121,8 +121,9 @@ ITEM_STATS = pa.schema(
     ]
 )
 
-# The generator's oracle: the true click probability of every impression it wrote, and the
-# same probability restricted to what the user's last 50 behaviors reveal (docs/generator.md).
+# The generator's oracle: the true click probability of every impression it wrote, the same
+# probability restricted to what the user's last 50 behaviors reveal, and restricted to what the
+# behaviors before the impression reveal of both latent terms (docs/generator.md).
 ORACLE = pa.schema(
     [
         pa.field("event_id", pa.string(), nullable=False),
@@ -131,6 +132,7 @@ ORACLE = pa.schema(
         pa.field("ts", pa.int64(), nullable=False),
         pa.field("p_click", pa.float64(), nullable=False),
         pa.field("p_click_last50", pa.float64(), nullable=False),
+        pa.field("p_click_revealed", pa.float64(), nullable=False),
         pa.field("clicked", pa.int8(), nullable=False),
     ]
 )

@@ -25,12 +25,20 @@ def test_quality_bench_scores_models_between_popularity_and_oracle(tmp_path: Pat
     # The oracle knows the true click probabilities: it must beat a popularity baseline.
     assert 0.5 < result["popularity_auc"] < result["oracle_auc"] <= 1.0
     assert result["oracle_last50_auc"] <= result["oracle_auc"]
+    assert result["oracle_revealed_auc"] <= result["oracle_auc"]
     model = result["models"]["emb_mlp"]
     assert 0.0 <= model["auc"] <= 1.0 and model["best_epoch"] == 1
     gap = (model["auc"] - result["popularity_auc"]) / (result["oracle_auc"] - result["popularity_auc"])
     assert model["gap_closed"] == pytest.approx(gap, abs=2e-3)
+    revealed = (model["auc"] - result["popularity_auc"]) / (
+        result["oracle_revealed_auc"] - result["popularity_auc"]
+    )
+    assert model["revealed_gap_closed"] == pytest.approx(revealed, abs=2e-3)
     assert result["best_model"] == "emb_mlp" and result["goal_gap_closed"] == 0.9
-    assert "| oracle |" in table(result) and "| emb_mlp |" in table(result)
+    assert result["best_revealed_gap_closed"] == model["revealed_gap_closed"]
+    rendered = table(result)
+    assert "| oracle |" in rendered and "| emb_mlp |" in rendered
+    assert "| oracle from what the history reveals |" in rendered
 
     # A second call reuses the generated logs and the ingest output in `work`.
     (tmp_path / "ingest" / "marker").write_text("kept")

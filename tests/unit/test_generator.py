@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from seqrank.config import GeneratorConfig
-from seqrank.generator import LAST_N, W_LONG_TERM, generate, oracle_auc, simulate
+from seqrank.generator import LAST_N, W_FOCUS, W_LONG_TERM, generate, oracle_auc, simulate
 from seqrank.schema import EVENT_TYPES, ORACLE, RAW_EVENT, RAW_ITEMS, RAW_USERS
 from seqrank.storage import read_json
 
@@ -247,6 +247,39 @@ def test_p_click_last50_matches_a_brute_force_replay(medium) -> None:
         lt = {f"c{c}" for c in medium.long_term[int(user[1:])]}
         hidden = cat[row] in lt and cat[row] not in recent
         assert (o.at[row, "p_click_last50"] < o.at[row, "p_click"]) == hidden
+
+
+def test_p_click_revealed_matches_a_brute_force_replay(medium) -> None:
+    # The revealed oracle drops the focus term until the session holds a behavior in the focus
+    # category, and the long-term term until the whole history holds one in that category.
+    events = medium.events.to_pandas()
+    events["session"] = medium.event_session
+    behaviors = events[events["event_type"] != "impression"]
+    by_user = {u: g for u, g in behaviors.groupby("user_id", sort=False)}
+    o = medium.oracle.to_pandas()
+    imp = events.set_index("event_id").loc[o["event_id"]]
+    cat, session = imp["category_id"].to_numpy(), imp["session"].to_numpy()
+    p, revealed = o["p_click"].to_numpy(), o["p_click_revealed"].to_numpy()
+    dropped = np.log(p / (1 - p)) - np.log(revealed / (1 - revealed))
+    rng = np.random.default_rng(1)
+    focus_rows = np.flatnonzero(cat == np.array([f"c{c}" for c in medium.focus]))
+    rows = np.concatenate(
+        [rng.choice(len(o), 300, replace=False), rng.choice(focus_rows, 300, replace=False)]
+    )
+    kinds = set()
+    for row in rows:
+        user, ts = o.at[row, "user_id"], o.at[row, "ts"]
+        hist = by_user.get(user, behaviors.iloc[:0])
+        before = hist[hist["ts"] < ts]
+        in_session = set(before.loc[before["session"] == session[row], "category_id"])
+        lt = {f"c{c}" for c in medium.long_term[int(user[1:])]}
+        hidden_focus = cat[row] == f"c{medium.focus[row]}" and cat[row] not in in_session
+        hidden_lt = cat[row] in lt and cat[row] not in set(before["category_id"])
+        assert dropped[row] == pytest.approx(W_FOCUS * hidden_focus + W_LONG_TERM * hidden_lt, abs=1e-6)
+        kinds.add((hidden_focus, hidden_lt))
+    assert {(True, False), (False, False)} <= kinds
+    s = medium.summary
+    assert s["oracle_revealed_auc"] < s["oracle_history_auc"]
 
 
 def test_short_term_focus_shows_in_session_behaviors(medium) -> None:
