@@ -9,6 +9,7 @@ from training.layers.gru import AUGRU, gather_steps, left_align
 from training.layers.memory import MemoryState, UserInterestMemory
 from training.layers.mlp import MLP
 from training.layers.multihead import MultiHeadTargetAttention
+from training.layers.padding import leading_pad_columns, longest_row
 from training.layers.regularization import batch_embedding_l2
 from training.layers.session import SessionBiasEncoding, Sessions, split_sessions
 from training.layers.timegap import TimeGapEmbedding, time_gap_buckets
@@ -34,7 +35,9 @@ __all__ = [
     "UserInterestMemory",
     "batch_embedding_l2",
     "gather_steps",
+    "leading_pad_columns",
     "left_align",
+    "longest_row",
     "make_activation",
     "make_dense",
     "make_embedding",

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from seqrank.schema import PAD
-from training.layers import MLP
+from training.layers import MLP, leading_pad_columns
 from training.layers.activation import ACTIVATIONS
 from training.layers.hparams import choice, layer_sizes, positive_int
 from training.layers.timegap import TimeGapEmbedding
@@ -78,7 +78,7 @@ class BST(BehaviorSequenceModel):
         user = self.embeddings.user(batch)  # (B, D)
         # History columns that are PAD in every row change nothing (masked keys, dropped outputs):
         # cut them, so a batch of short histories does not pay for L² attention.
-        first = int(batch["hist_item"].ne(PAD).any(dim=0).int().argmax())
+        first = leading_pad_columns(batch["hist_item"] != PAD)
         batch = {**batch, **{key: batch[key][:, first:] for key in ("hist_item", "hist_category", "hist_ts")}}
         target, history, mask = self.embeddings.target_and_history(batch)  # (B, 2D), (B, L', 2D), (B, L')
         # Zero the PAD steps: their category id may be set even where the item is PAD.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.layers import MLP, TargetAttention
+from training.layers import MLP, TargetAttention, longest_row
 from training.layers.activation import ACTIVATIONS
 from training.layers.gru import AUGRU, gather_steps, left_align
 from training.layers.hparams import choice, layer_sizes, non_negative, positive_int
@@ -89,8 +89,7 @@ class DIEN(BehaviorSequenceModel):
         history = history * mask.unsqueeze(-1).to(history.dtype)
         summed = history.sum(dim=1)  # (B, 2D)
 
-        steps = max(int(mask.sum(dim=1).max()), 1)
-        index, mask = left_align(mask, steps)  # (B, T), (B, T)
+        index, mask = left_align(mask, longest_row(mask))  # (B, T), (B, T)
         history = gather_steps(history, index)  # (B, T, 2D)
         states, _ = self.extractor(history)  # (B, T, H); past a row's length: garbage, masked below
         self._aux_loss = self._auxiliary(states, history, mask) if self.training else None

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from seqrank.schema import PAD
-from training.layers import MLP, TargetAttention
+from training.layers import MLP, TargetAttention, leading_pad_columns
 from training.layers.embedding import make_embedding
 from training.layers.hparams import choice, layer_sizes, positive_int
 from training.layers.multihead import MultiHeadTargetAttention
@@ -120,10 +120,7 @@ class SIM(BehaviorSequenceModel):
         every row, and how many columns were cut. Histories are right-aligned, so with M = 1000
         most batches have hundreds of such columns; at least min(K, M) columns stay."""
         item = batch["long_item"]
-        width = item.shape[1]
-        real = (item != PAD).any(dim=0)  # (M,)
-        first = int(real.int().argmax()) if bool(real.any()) else width
-        cut = min(first, width - min(self.search_k, width))
+        cut = leading_pad_columns(item != PAD, keep=min(self.search_k, item.shape[1]))
         return {name: batch[f"long_{name}"][:, cut:] for name in ("item", "category", "ts")}, cut
 
     def _search_space(
