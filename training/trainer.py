@@ -253,7 +253,7 @@ def train_step(
     with autocast(device, precision):
         logits = (model if forward is None else forward)(batch)
     loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
-    total = loss + model.regularization(batch) + model.auxiliary_loss()
+    total = loss + model.regularization(batch) + model.auxiliary_loss(labels)
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()

@@ -98,11 +98,13 @@ class CtrModel(nn.Module):
             if module is not self and callable(prepare):
                 prepare(id_counts)
 
-    def auxiliary_loss(self) -> torch.Tensor:
+    def auxiliary_loss(self, labels: torch.Tensor | None = None) -> torch.Tensor:
         """A loss term the last training-mode forward produced (DIEN's next-behavior loss, MIMN's
-        memory utilization), added to the BCE by the trainer; zero unless a model overrides it.
+        memory utilization, soft-search SIM's sub-model CTR loss), added to the BCE by the
+        trainer, which passes the batch's click labels (B,); zero unless a model overrides it.
 
-        Models that have one keep it from `forward` (only when `self.training`) and return it here.
+        Models that have one keep what it needs from `forward` (only when `self.training`) and
+        compute it here; those that need no labels ignore them.
         """
         return torch.zeros((), device=next(self.parameters()).device)
 

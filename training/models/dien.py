@@ -99,10 +99,10 @@ class DIEN(BehaviorSequenceModel):
         features = torch.cat([user, target, summed, target * summed, evolved], dim=1)  # (B, 7D + H)
         return self.mlp(features).squeeze(1) + self.position_logit(batch)
 
-    def auxiliary_loss(self) -> torch.Tensor:
+    def auxiliary_loss(self, labels: torch.Tensor | None = None) -> torch.Tensor:
         """aux_weight × the next-behavior loss of the last training-mode forward; else zero."""
         if self._aux_loss is None:
-            return super().auxiliary_loss()
+            return super().auxiliary_loss(labels)
         return self._aux_loss
 
     def _attention(self, target: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -111,10 +111,10 @@ class MIMN(BehaviorSequenceModel):
         features = self.with_dense(batch, features)  # (B, 7D + dense width) when hparams dense is on
         return self.mlp(features).squeeze(1) + self.position_logit(batch)
 
-    def auxiliary_loss(self) -> torch.Tensor:
+    def auxiliary_loss(self, labels: torch.Tensor | None = None) -> torch.Tensor:
         """memory_reg · the utilization loss of the last training-mode forward; zero otherwise."""
         if self._utilization is None or self.memory_reg == 0.0:
-            return super().auxiliary_loss()
+            return super().auxiliary_loss(labels)
         return self.memory_reg * self._utilization
 
     def regularization(self, batch: Batch) -> torch.Tensor:

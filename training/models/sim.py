@@ -8,7 +8,7 @@ from torch import nn
 from seqrank.schema import PAD
 from training.layers import MLP, TargetAttention, leading_pad_columns
 from training.layers.embedding import make_embedding
-from training.layers.hparams import choice, layer_sizes, positive_int
+from training.layers.hparams import choice, layer_sizes, non_negative, positive_int
 from training.layers.multihead import MultiHeadTargetAttention
 from training.layers.regularization import batch_embedding_l2
 from training.layers.timegap import TimeGapEmbedding
@@ -18,6 +18,7 @@ from training.models.sequence import BehaviorSequenceModel
 
 SEARCH_MODES = ("hard", "soft")
 DEFAULT_TIME_BUCKETS = 24
+DEFAULT_GSU_WEIGHT = 1.0  # α of the paper's Loss = α Loss_GSU + β Loss_ESU
 # The relevance is a product of two search embeddings: at the main tables' scale it and its
 # gradient start near zero and the search space barely learns.
 MAIN_INIT_STD, SEARCH_INIT_STD = 1e-2, 0.1
@@ -36,10 +37,12 @@ class SIM(BehaviorSequenceModel):
       view (serving); their category is the candidate's.
       soft search (search="soft"): the top K of the long history by the inner product
       r_l = (W_b s_l) · (W_a s_a) in a separate search embedding space (s = [item ⊕ category] of
-      size 2S), PAD excluded. The indices carry no gradient; the search space is trained jointly
-      with the main model: the paper's soft-search sub-model, U_r = Σ_l r_l s_l over the real
-      behaviors (averaged here, so its scale does not grow with the history), feeds an MLP with
-      s_a whose logit is added to the main logit, so the one BCE trains both.
+      size 2S), PAD excluded. The indices carry no gradient; the search space is trained at the
+      same time as the main model by the paper's soft-search sub-model and its own CTR loss
+      (Loss = α Loss_GSU + β Loss_ESU, β = 1 here): U_r = Σ_l r_l s_l over the real behaviors
+      (averaged here, so its scale does not grow with the history) feeds an MLP with s_a whose
+      logit is scored against the click label. That loss, times α (option gsu_weight), is the
+      model's auxiliary loss; the sub-model's logit is not part of the model's output.
     - Exact Search Unit (ESU): multi-head target attention of the candidate over the K retrieved
       behaviors, each the concatenation [item ⊕ category ⊕ time gap] of its embedding and the
       embedding of its age at the impression (log2-minute buckets); PAD masked, a row with
@@ -59,7 +62,7 @@ class SIM(BehaviorSequenceModel):
         long_term  (B, h·3D)        ESU output
         short_term (B, 2D)          DIN attention over hist_*
         intensity  (B, 1)           log(1 + number of real retrieved behaviors)
-        MLP([user, long_term, short_term, target, intensity]) → (B,)   (+ GSU logit under soft search)
+        MLP([user, long_term, short_term, target, intensity]) → (B,)
 
     Hparams (ModelConfig fields): embedding_dim, seq_len, attention_hidden (DIN activation unit;
     also the GSU sub-model's hidden sizes), mlp_hidden, search_k, heads, long_seq_len (soft search
@@ -68,7 +71,8 @@ class SIM(BehaviorSequenceModel):
     join the MLP input, as in DIN; hparams embedding (full or double_hash) applies to every table,
     the search tables included.
     Options (model.options): search ("hard" | "soft", default "hard"), search_dim (S, soft search
-    embedding size, default embedding_dim), time_buckets (time-gap buckets incl. PAD, default 24).
+    embedding size, default embedding_dim), gsu_weight (α, soft search only, default 1.0),
+    time_buckets (time-gap buckets incl. PAD, default 24).
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -106,12 +110,14 @@ class SIM(BehaviorSequenceModel):
             self.search_target = nn.Linear(2 * search_dim, search_dim, bias=False)  # W_a
             self.search_behavior = nn.Linear(2 * search_dim, search_dim, bias=False)  # W_b
             self.search_head = MLP(4 * search_dim, attention_hidden, activation="prelu", out_dim=1)
+            self.gsu_weight = non_negative(hp, "gsu_weight", DEFAULT_GSU_WEIGHT)
             required += ["long_item", "long_category", "long_ts"]
         else:
             required += ["cat_item", "cat_ts"]
         # Per instance, as the keys depend on the search mode. (BehaviorSequenceModel's class tuple
         # narrows the attribute's type to its exact length for mypy.)
         self.required_inputs = tuple(required)
+        self._gsu_logit: torch.Tensor | None = None
 
     # --- General Search Unit -------------------------------------------------------------------
 
@@ -166,18 +172,22 @@ class SIM(BehaviorSequenceModel):
         index = relevance.detach().topk(k, dim=1).indices  # (B, K); no gradient through the choice
         return index, long_item.gather(1, index) != PAD
 
-    def _soft_search(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _soft_search(
+        self, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Retrieved items, categories, timestamps (B, K) with PAD where nothing real was found, and
-        the GSU sub-model's logit (B,)."""
+        in training mode the GSU sub-model's logit (B,) (None in eval mode: only its loss uses it)."""
         long, _ = self._long_history(batch)
         target, behaviors, mask = self._search_space(batch, long)
         relevance = self._relevance(target, behaviors, mask)  # (B, M')
         index, found = self._top_k(relevance, long["item"])
 
-        weights = relevance.masked_fill(~mask, 0.0)  # (B, M')
-        count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(weights.dtype)
-        pooled = torch.matmul(weights.unsqueeze(1), behaviors).squeeze(1) / count  # U_r (B, 2S)
-        gsu_logit = self.search_head(torch.cat([pooled, target], dim=1)).squeeze(1)
+        gsu_logit = None
+        if self.training:
+            weights = relevance.masked_fill(~mask, 0.0)  # (B, M')
+            count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(weights.dtype)
+            pooled = torch.matmul(weights.unsqueeze(1), behaviors).squeeze(1) / count  # U_r (B, 2S)
+            gsu_logit = self.search_head(torch.cat([pooled, target], dim=1)).squeeze(1)
 
         def take(name: str) -> torch.Tensor:
             return torch.where(found, long[name].gather(1, index), PAD)
@@ -193,12 +203,11 @@ class SIM(BehaviorSequenceModel):
         short_term = self.short_attention(target, history, hist_mask)  # (B, 2D)
 
         if self.search == "soft":
-            found_item, found_category, found_ts, extra = self._soft_search(batch)  # (B, K) each
+            found_item, found_category, found_ts, self._gsu_logit = self._soft_search(batch)  # (B, K) each
         else:
             found_item, found_ts = batch["cat_item"], batch["cat_ts"]  # (B, K)
             # Every hard-search hit shares the candidate's category.
             found_category = torch.where(found_item != PAD, batch["category"].unsqueeze(1), PAD)
-            extra = None
         found = found_item != PAD  # (B, K)
         item_emb = self.embeddings.item_table(found_item)  # (B, K, D)
         category_emb = self.embeddings.category_table(found_category)  # (B, K, D)
@@ -213,8 +222,15 @@ class SIM(BehaviorSequenceModel):
             [user, long_term, short_term, target, intensity], dim=1
         )  # (B, D + h·3D + 4D + 1)
         features = self.with_dense(batch, features)  # (B, ... + dense width) when hparams dense is on
-        logit = self.mlp(features).squeeze(1) + self.position_logit(batch)
-        return logit if extra is None else logit + extra
+        return self.mlp(features).squeeze(1) + self.position_logit(batch)
+
+    def auxiliary_loss(self, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Soft search: gsu_weight × the BCE of the GSU sub-model's logit of the last training-mode
+        forward against `labels` (B,); zero under hard search, without labels or outside training."""
+        if self._gsu_logit is None or labels is None or self.gsu_weight == 0.0:
+            return super().auxiliary_loss(labels)
+        bce = nn.functional.binary_cross_entropy_with_logits(self._gsu_logit.float(), labels.float())
+        return self.gsu_weight * bce
 
     def regularization(self, batch: Batch) -> torch.Tensor:
         """Mini-batch aware L2 over the main tables, and under soft search the search tables' rows
