@@ -81,6 +81,25 @@ def test_mini_batch_l2_penalizes_exactly_the_rows_read() -> None:
     assert touched == expected and len(expected) == 3
 
 
+def test_mini_batch_l2_equals_the_plain_formula() -> None:
+    # Value and gradient of Σ ||w_r||² over the distinct non-PAD rows read, ids repeated across
+    # and within the id tensors that share a table.
+    from training.layers import batch_embedding_l2
+
+    torch.manual_seed(0)
+    table = Embedding(30, 4)
+    with torch.no_grad():
+        table.weight.normal_()  # PAD's row too: it must not count
+    first, second = torch.tensor([[3, 3, PAD], [7, 29, 3]]), torch.tensor([7, 11, PAD])
+    got = batch_embedding_l2([(table, first), (table, second)])
+    (grad,) = torch.autograd.grad(got, table.weight)
+    rows = torch.tensor([3, 7, 11, 29])
+    expected = table.weight[rows].square().sum()
+    (expected_grad,) = torch.autograd.grad(expected, table.weight)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(grad, expected_grad)
+
+
 def test_small_vocab_needs_no_shared_rows() -> None:
     table = DoubleHashEmbedding(10, 4, full_rows=50, hash_rows=8, entity="user")
     assert table.weight.shape == (10, 4) and table.hash_rows == 0

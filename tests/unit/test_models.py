@@ -183,6 +183,29 @@ def test_target_attention_equals_the_concatenated_form() -> None:
         torch.testing.assert_close(attention(query, keys, mask), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_target_attention_gradients_equal_the_concatenated_form() -> None:
+    # The B·L-row layers compute their gradients blockwise (48 rows: 16 blocks) and the first
+    # layer is rewritten; every gradient must still be the plain formula's.
+    torch.manual_seed(0)
+    attention = TargetAttention(6, [16, 8]).double()
+    query = torch.randn(6, 6, dtype=torch.double, requires_grad=True)
+    keys = torch.randn(6, 8, 6, dtype=torch.double, requires_grad=True)
+    mask = torch.rand(6, 8) > 0.3
+    upstream = torch.randn(6, 6, dtype=torch.double)
+
+    q = query.unsqueeze(1).expand_as(keys)
+    h = torch.sigmoid(attention.first(torch.cat([keys, q, keys - q, keys * q], -1)))
+    h = torch.sigmoid(attention.layers[0](h))
+    weights = attention.out(h).squeeze(-1) * mask
+    plain = (weights.unsqueeze(-1) * keys).sum(1)
+
+    inputs = [query, keys, *attention.parameters()]
+    expected = torch.autograd.grad(plain, inputs, upstream)
+    got = torch.autograd.grad(attention(query, keys, mask), inputs, upstream)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
+
+
 def test_target_attention_ignores_padded_positions() -> None:
     torch.manual_seed(0)
     attention = TargetAttention(4, [8, 4])

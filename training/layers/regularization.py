@@ -32,12 +32,34 @@ def batch_embedding_l2(pairs: Iterable[tuple[Embedding, torch.Tensor]]) -> torch
         by_table.setdefault(id(table), (table, []))[1].append(table.rows(ids).reshape(-1))
     total: torch.Tensor | None = None
     for table, id_list in by_table.values():
-        used = torch.zeros(table.weight.shape[0], dtype=torch.bool, device=table.weight.device)
-        for ids in id_list:
-            used[ids] = True
+        rows = table.weight.shape[0]
+        # A count per row, not used[ids] = True: with more ids than rows (a category table) that
+        # index_put makes the threads fight over the same few cache lines.
+        used = torch.bincount(torch.cat(id_list), minlength=rows)[:rows] > 0
         used[PAD] = False
-        term = table.weight[used].square().sum()
+        term = _UsedRowsL2.apply(table.weight, used)
         total = term if total is None else total + term
     if total is None:
         raise ValueError("batch_embedding_l2 needs at least one (table, ids) pair")
     return total
+
+
+class _UsedRowsL2(torch.autograd.Function):
+    """Σ ||w_r||² over the rows r with used[r]: (R, D), (R,) bool → scalar.
+
+    Same value and gradient as weight[used].square().sum(), whose backward scatters into a zero
+    table with a serial accumulating index_put; the gradient here, 2·g·w on used rows and 0
+    elsewhere, is one parallel pass over the table, which the table's own gradient touches anyway.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight, used)
+        rows = weight.index_select(0, used.nonzero().squeeze(1)).reshape(-1)
+        return torch.dot(rows, rows)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        weight, used = ctx.saved_tensors
+        scale = used.to(weight.dtype).mul_(2 * grad)  # (R,)
+        return weight * scale.unsqueeze(1), None
