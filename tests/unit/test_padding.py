@@ -26,7 +26,9 @@ def test_longest_row_is_at_least_one() -> None:
     assert longest_row(torch.zeros(2, 3, dtype=torch.bool)) == 1
 
 
-@pytest.mark.parametrize(("name", "change"), [("bst", {}), ("sim", {"search": "hard"}), ("sim", {"search": "soft"})])
+@pytest.mark.parametrize(
+    ("name", "change"), [("bst", {}), ("sim", {"search": "hard"}), ("sim", {"search": "soft"})]
+)
 def test_model_traces_as_one_graph_with_the_same_logits(name: str, change: dict[str, object]) -> None:
     # Eager, the models cut the PAD columns a batch does not need; traced, they keep the full width
     # (no read-back of the width, so no graph break and no recompilation per batch) and must give
