@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
         "bytes": sizes,
         "oracle_auc": summary["oracle_auc"],
         "oracle_last50_auc": summary["oracle_last50_auc"],
+        "oracle_revealed_auc": summary["oracle_revealed_auc"],
     }
     print(json.dumps(result, indent=2))
     return result
