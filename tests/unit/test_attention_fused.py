@@ -109,12 +109,19 @@ def test_gradcheck(small_chunks: int) -> None:
     assert torch.autograd.gradcheck(unit_fn, (query, keys, *params))
 
 
-def test_no_grad_forward_matches(small_chunks: int) -> None:
+def test_no_grad_forward_keeps_the_plain_path(small_chunks: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Inference (evaluation, serving) has nothing to save for backward: the plain ops serve it.
     unit, query, keys, mask = _inputs(13, (9, 5))
+    fused = []
+    apply = attention._SigmoidUnit.apply
+    monkeypatch.setattr(attention._SigmoidUnit, "apply", lambda *a: fused.append(1) or apply(*a))
     with torch.no_grad():
         torch.testing.assert_close(
             unit(query, keys, mask), _reference(unit, query, keys, mask)[1], rtol=1e-10, atol=1e-10
         )
+    assert not fused
+    unit(query, keys, mask)
+    assert fused
 
 
 def _plain(unit: TargetAttention, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> None:
