@@ -8,7 +8,9 @@ the oracle is exact.
 
 `p_click_last50` is the same probability with the long-term-interest term kept only for categories
 that occur among the user's last 50 behaviors before the impression; the gap between the two AUCs
-is the signal a last-50 model cannot see.
+is the signal a last-50 model cannot see. `p_click_revealed` keeps the session-focus term only once
+the session holds a behavior in the focus category and the long-term term only once the history
+holds one in that category: what the logs have revealed of the latent state by then.
 """
 
 from __future__ import annotations
