@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
 import torch
@@ -73,8 +72,8 @@ class TargetAttention(nn.Module):
         hidden = torch.baddbmm(per_query.unsqueeze(1), keys, kernel)  # (B, L, H_1)
         hidden = self._activate(0, hidden)  # (B·L, H_1)
         for i, linear in enumerate(self.layers, start=1):
-            hidden = self._activate(i, _rows_linear(linear, hidden))  # (B·L, H_i)
-        raw = _rows_linear(self.out, hidden).view(batch, length)
+            hidden = self._activate(i, linear(hidden))  # (B·L, H_i)
+        raw = self.out(hidden).view(batch, length)
         return raw * mask.to(raw.dtype)
 
     def _activate(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
@@ -124,44 +123,6 @@ class TargetAttention(nn.Module):
         params = [t for layer in (self.first, *self.layers, self.out) for t in (layer.weight, layer.bias)]
         chunk = max(1, _CHUNK_ROWS // max(1, keys.shape[1]))
         return _SigmoidUnit.apply(query, keys, mask.to(keys.dtype), chunk, *params)
-
-
-def _rows_linear(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """`linear(x)` for the (B·L, H) activations; `_RowsLinear` where it applies (CPU, no autocast)."""
-    if not isinstance(linear, nn.Linear) or x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
-        return linear(x)
-    return _RowsLinear.apply(x, linear.weight, linear.bias)
-
-
-class _RowsLinear(torch.autograd.Function):
-    """nn.functional.linear on the (B·L, H) activations, with a backward of batched products.
-
-    The CPU GEMM handles these tall, thin products poorly: the input gradient grad·W, and above
-    all the weight gradient gradᵀ·x, which reduces all B·L rows into a tiny (H_out, H_in) matrix
-    on one thread. Cut into `_ROW_BLOCKS` blocks of rows they become one batched product (and a
-    sum over blocks for the weight), measured 1.3-2x faster on 1 and 2 threads. Same math as
-    F.linear; only the summation order of the weight gradient differs.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        return torch.addmm(bias, x, weight.t())
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        x, weight = ctx.saved_tensors
-        rows, (out_dim, in_dim) = x.shape[0], weight.shape
-        blocks = math.gcd(rows, _ROW_BLOCKS)
-        grad_blocks = grad.reshape(blocks, rows // blocks, out_dim)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.bmm(grad_blocks, weight.expand(blocks, out_dim, in_dim)).view(rows, in_dim)
-        grad_weight = torch.bmm(grad_blocks.transpose(1, 2), x.reshape(blocks, -1, in_dim)).sum(0)
-        return grad_x, grad_weight, grad.sum(0)
-
-
-_ROW_BLOCKS = 32  # a power of two, so that B·L (B a power of two in practice) splits evenly
 
 
 class _SigmoidUnit(torch.autograd.Function):
