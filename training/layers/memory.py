@@ -7,6 +7,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from training.layers.padding import leading_pad_columns
+
 _EPS = 1e-8  # floor of the norms in the cosine similarity
 
 
@@ -167,11 +169,9 @@ class UserInterestMemory(nn.Module):
                 f"memory expects behaviors (B, N, {self.dim}) and mask (B, N); "
                 f"got {tuple(behaviors.shape)} and {tuple(mask.shape)}"
             )
-        columns = mask.any(dim=0)  # (N,)
-        if not bool(columns.any()):
-            return state
-        # Columns that are PAD in every row would leave the state as it is: skip them.
-        first = int(columns.to(torch.int8).argmax())
+        # Columns that are PAD in every row would leave the state as it is: skip them (all of them
+        # when nothing is real).
+        first = leading_pad_columns(mask, keep=0)
         # unbind: one backward node for all steps; indexing step by step would make every step's
         # backward write a zero-filled (B, N, E) gradient.
         for behavior, real in zip(behaviors[:, first:].unbind(1), mask[:, first:].unbind(1), strict=True):
