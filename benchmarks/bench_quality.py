@@ -57,18 +57,23 @@ def popularity_scores(data: IngestData, examples: Examples) -> np.ndarray:
     return (clicked[examples.item] + POPULARITY_PRIOR * prior) / (shown[examples.item] + POPULARITY_PRIOR)
 
 
-def oracle_scores(ingest_dir: Path, oracle_file: Path, column: str = "p_click") -> np.ndarray | None:
-    """The generator's click probability of each test impression, joined on event_id: `p_click`
-    (the truth), `p_click_last50` (what the user's last 50 behaviors reveal) or `p_click_revealed`
-    (what the whole history reveals of both latent terms)."""
+ORACLE_COLUMNS = ("p_click", "p_click_last50", "p_click_revealed")
+
+
+def oracle_scores(ingest_dir: Path, oracle_file: Path) -> dict[str, np.ndarray] | None:
+    """The generator's click probabilities of each test impression, joined on event_id, by column:
+    `p_click` (the truth), `p_click_last50` (what the user's last 50 behaviors reveal) and
+    `p_click_revealed` (what the whole history reveals of both latent terms). None when a test
+    impression has no oracle row."""
     examples = pq.read_table(ingest_dir / "examples", columns=["event_id", "split"])
     test_ids = pc.filter(examples.column("event_id"), pc.equal(examples.column("split"), "test"))
-    oracle = pq.read_table(oracle_file, columns=["event_id", column])
+    oracle = pq.read_table(oracle_file, columns=["event_id", *ORACLE_COLUMNS])
     where = pc.index_in(test_ids, value_set=oracle.column("event_id"))
     if where.null_count:
         log.warning("%d test impressions have no oracle row; no oracle reported", where.null_count)
         return None
-    return oracle.column(column).to_numpy()[where.to_numpy()]
+    rows = where.to_numpy()
+    return {column: oracle.column(column).to_numpy()[rows] for column in ORACLE_COLUMNS}
 
 
 def _scores(users: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -142,17 +147,15 @@ def benchmark_quality(
         }
         floor = _scores(test.user, test.label, popularity_scores(data, test))
         result["popularity_auc"], result["popularity_gauc"] = floor["auc"], floor["gauc"]
-        ceiling = oracle_scores(out, oracle_file) if oracle_file else None
-        if ceiling is not None and oracle_file is not None:
-            top = _scores(test.user, test.label, ceiling)
+        oracle = oracle_scores(out, oracle_file) if oracle_file else None
+        if oracle is not None:
+            top = _scores(test.user, test.label, oracle["p_click"])
             result["oracle_auc"], result["oracle_gauc"] = top["auc"], top["gauc"]
             for column, key in (
                 ("p_click_last50", "oracle_last50_auc"),
                 ("p_click_revealed", "oracle_revealed_auc"),
             ):
-                restricted = oracle_scores(out, oracle_file, column)
-                if restricted is not None:
-                    result[key] = _scores(test.user, test.label, restricted)["auc"]
+                result[key] = _scores(test.user, test.label, oracle[column])["auc"]
 
         result["models"] = {}
         for name in names:
@@ -164,9 +167,8 @@ def benchmark_quality(
                 "best_epoch": fitted.best_epoch,
                 "seconds": round(time.perf_counter() - started, 1),
             }
-            if ceiling is not None:
+            if oracle is not None:
                 entry["gap_closed"] = round(_gap_closed(entry["auc"], result), 3)
-            if "oracle_revealed_auc" in result:
                 entry["revealed_gap_closed"] = round(
                     _gap_closed(entry["auc"], result, "oracle_revealed_auc"), 3
                 )
@@ -177,7 +179,6 @@ def benchmark_quality(
     if "oracle_auc" in result:
         result["best_gap_closed"] = result["models"][best]["gap_closed"]
         result["goal_gap_closed"] = GOAL_GAP_CLOSED
-    if "oracle_revealed_auc" in result:
         result["best_revealed_gap_closed"] = result["models"][best]["revealed_gap_closed"]
     return result
 
