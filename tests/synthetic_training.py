@@ -33,9 +33,7 @@ def write_training_ingest(
     in the vocab but have no behaviors row and no examples. Examples split by time 70/15/15.
     """
     rng = np.random.default_rng(seed)
-    item_category = np.concatenate(([0], rng.integers(1, categories + 1, size=items)))
-    by_category = [np.flatnonzero(item_category == c) for c in range(categories + 1)]
-    by_category = [c if len(c) else np.arange(1, items + 1) for c in by_category]
+    item_category, by_category = _catalogue(rng, items, categories)
 
     behavior_rows, example_rows = [], []
     for user in range(1, users + 1):
@@ -46,16 +44,7 @@ def write_training_ingest(
         )
         seq_items = np.array([rng.choice(by_category[c]) for c in picks], dtype=np.int64)
         seq_ts = T0 + np.sort(rng.choice(SPAN, size=n, replace=False))
-        behavior_rows.append(
-            {
-                "user": user,
-                "item": seq_items.tolist(),
-                "category": item_category[seq_items].tolist(),
-                "ts": seq_ts.tolist(),
-                "type": [1] * n,
-                "session": (np.arange(n) // 5).tolist(),
-            }
-        )
+        behavior_rows.append(_behavior_row(user, seq_items, item_category[seq_items], seq_ts))
         when = T0 + rng.integers(0, SPAN, size=impressions)
         # Half of the candidates from the favourite categories, so both labels are common.
         candidates = np.where(
@@ -83,10 +72,7 @@ def write_training_ingest(
                     "request_id": f"r{user}-{k // 10}",
                 }
             )
-    stamps = np.array([row["ts"] for row in example_rows])
-    valid_from, test_from = np.quantile(stamps, [0.7, 0.85])
-    for row in example_rows:
-        row["split"] = "train" if row["ts"] < valid_from else ("valid" if row["ts"] < test_from else "test")
+    _split_by_time(example_rows)
 
     half = len(example_rows) // 2  # two files, as a Beam sink writes shards
     examples = pa.Table.from_pylist(example_rows, EXAMPLES)
@@ -96,19 +82,14 @@ def write_training_ingest(
     behaviors = pa.Table.from_pylist(behavior_rows[::-1], BEHAVIORS)
     write_table(behaviors, out / "behaviors" / "part-00000.parquet", BEHAVIORS)
 
-    sizes = {"user": users + 2, "item": items, "category": categories, "brand": 5}
-    for entity, n in sizes.items():
-        rows = {"raw": [f"{entity}-{i}" for i in range(1, n + 1)], "index": list(range(1, n + 1))}
-        write_table(pa.table(rows), out / "vocab" / f"{entity}.parquet", VOCAB)
-    item_rows = {
-        "item": list(range(1, items + 1)),
-        "category": item_category[1:].tolist(),
-        "brand": (np.arange(items) % 5 + 1).tolist(),
-        "price": rng.uniform(1, 100, size=items).tolist(),
-    }
-    write_table(pa.table(item_rows), out / "items" / "part-00000.parquet", ITEMS)
-    manifest = {"examples": len(example_rows), "users": users, "items": items, "seed": seed}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    _write_side_tables(
+        out,
+        {"user": users + 2, "item": items, "category": categories, "brand": 5},
+        item_category,
+        brand=(np.arange(items) % 5 + 1).tolist(),
+        price=rng.uniform(1, 100, size=items).tolist(),
+        manifest={"examples": len(example_rows), "users": users, "items": items, "seed": seed},
+    )
     return out
 
 
@@ -133,9 +114,7 @@ def write_long_term_ingest(
     time 70/15/15.
     """
     rng = np.random.default_rng(seed)
-    item_category = np.concatenate(([0], rng.integers(1, categories + 1, size=items)))
-    by_category = [np.flatnonzero(item_category == c) for c in range(categories + 1)]
-    by_category = [c if len(c) else np.arange(1, items + 1) for c in by_category]
+    item_category, by_category = _catalogue(rng, items, categories)
     last_behavior = T0 + SPAN
 
     behavior_rows, example_rows = [], []
@@ -151,16 +130,7 @@ def write_long_term_ingest(
         n = len(seq_items)
         seq_ts = np.sort(last_behavior - rng.choice(SPAN, size=n, replace=False))
         seq_categories = item_category[seq_items]
-        behavior_rows.append(
-            {
-                "user": user,
-                "item": seq_items.tolist(),
-                "category": seq_categories.tolist(),
-                "ts": seq_ts.tolist(),
-                "type": [1] * n,
-                "session": (np.arange(n) // 5).tolist(),
-            }
-        )
+        behavior_rows.append(_behavior_row(user, seq_items, seq_categories, seq_ts))
         older = set(seq_categories[: n - short_window].tolist())
         latest = set(seq_categories[n - short_window :].tolist())
         source = rng.integers(0, 3, size=impressions)
@@ -189,10 +159,7 @@ def write_long_term_ingest(
                     "request_id": f"r{user}",
                 }
             )
-    stamps = np.array([row["ts"] for row in example_rows])
-    valid_from, test_from = np.quantile(stamps, [0.7, 0.85])
-    for row in example_rows:
-        row["split"] = "train" if row["ts"] < valid_from else ("valid" if row["ts"] < test_from else "test")
+    _split_by_time(example_rows)
 
     write_table(
         pa.Table.from_pylist(example_rows, EXAMPLES), out / "examples" / "part-00000.parquet", EXAMPLES
@@ -200,17 +167,61 @@ def write_long_term_ingest(
     write_table(
         pa.Table.from_pylist(behavior_rows, BEHAVIORS), out / "behaviors" / "part-00000.parquet", BEHAVIORS
     )
-    sizes = {"user": users, "item": items, "category": categories, "brand": 1}
+    _write_side_tables(
+        out,
+        {"user": users, "item": items, "category": categories, "brand": 1},
+        item_category,
+        brand=[1] * items,
+        price=[1.0] * items,
+        manifest={"examples": len(example_rows), "users": users, "items": items, "seed": seed},
+    )
+    return out
+
+
+def _catalogue(rng: np.random.Generator, items: int, categories: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each item's category (index 0 is PAD), and each category's items (all items for an empty one)."""
+    item_category = np.concatenate(([0], rng.integers(1, categories + 1, size=items)))
+    by_category = [np.flatnonzero(item_category == c) for c in range(categories + 1)]
+    return item_category, [c if len(c) else np.arange(1, items + 1) for c in by_category]
+
+
+def _behavior_row(user: int, items: np.ndarray, categories: np.ndarray, ts: np.ndarray) -> dict:
+    """One BEHAVIORS row: every behavior a click, sessions of 5."""
+    return {
+        "user": user,
+        "item": items.tolist(),
+        "category": categories.tolist(),
+        "ts": ts.tolist(),
+        "type": [1] * len(items),
+        "session": (np.arange(len(items)) // 5).tolist(),
+    }
+
+
+def _split_by_time(example_rows: list[dict]) -> None:
+    """Set each row's split by time: the first 70% train, the next 15% valid, the rest test."""
+    stamps = np.array([row["ts"] for row in example_rows])
+    valid_from, test_from = np.quantile(stamps, [0.7, 0.85])
+    for row in example_rows:
+        row["split"] = "train" if row["ts"] < valid_from else ("valid" if row["ts"] < test_from else "test")
+
+
+def _write_side_tables(
+    out: Path,
+    sizes: dict[str, int],
+    item_category: np.ndarray,
+    brand: list[int],
+    price: list[float],
+    manifest: dict,
+) -> None:
+    """vocab/ (indices 1..size per entity), items/ and manifest.json."""
     for entity, size in sizes.items():
         rows = {"raw": [f"{entity}-{i}" for i in range(1, size + 1)], "index": list(range(1, size + 1))}
         write_table(pa.table(rows), out / "vocab" / f"{entity}.parquet", VOCAB)
     item_rows = {
-        "item": list(range(1, items + 1)),
+        "item": list(range(1, len(item_category))),
         "category": item_category[1:].tolist(),
-        "brand": [1] * items,
-        "price": [1.0] * items,
+        "brand": brand,
+        "price": price,
     }
     write_table(pa.table(item_rows), out / "items" / "part-00000.parquet", ITEMS)
-    manifest = {"examples": len(example_rows), "users": users, "items": items, "seed": seed}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return out
