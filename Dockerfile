@@ -23,6 +23,7 @@ COPY pyproject.toml requirements.lock README.md ./
 RUN pip install --index-url ${TORCH_INDEX} torch==2.13.0 && \
     grep -v '^torch==' requirements.lock > /tmp/constraints.txt
 COPY seqrank ./seqrank
+COPY simulator ./simulator
 COPY components ./components
 COPY feature_repo ./feature_repo
 COPY training ./training

@@ -1,7 +1,7 @@
 """Measure the log generator end to end (simulate + write every file); print one JSON object.
 
 By default it generates about 1M events: the default config with 3,000 users. The figure to watch
-is `seconds` (wall time of `seqrank.generator.generate`, best of `--repeat` runs).
+is `seconds` (wall time of `simulator.generate`, best of `--repeat` runs).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from seqrank.config import load_config
-from seqrank.generator import generate
+from simulator import generate
 
 
 def main(argv: list[str] | None = None) -> dict:

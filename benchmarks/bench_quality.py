@@ -118,7 +118,7 @@ def benchmark_quality(
     "best_model", "best_gap_closed", ...}.
     """
     from components.ingest import run as ingest
-    from seqrank.generator import generate
+    from simulator import generate
     from training.trainer import fit
 
     names = _model_names(models)

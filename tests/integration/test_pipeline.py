@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from seqrank.cli.report import load_steps
 from seqrank.config import load_config
 from seqrank.paths import StatePaths
-from seqrank.report import load_steps
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
     from pipelines.local import run_local
-    from seqrank.generator import generate
+    from simulator import generate
 
     root = tmp_path_factory.mktemp("seqrank")
     cfg = load_config(overrides=[*TINY, f"state_dir={root / 'state'}"])

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from seqrank.config import GeneratorConfig
-from seqrank.generator import LAST_N, W_FOCUS, W_LONG_TERM, generate, oracle_auc, simulate
 from seqrank.schema import EVENT_TYPES, ORACLE, RAW_EVENT, RAW_ITEMS, RAW_USERS
 from seqrank.storage import read_json
+from simulator.generator import LAST_N, W_FOCUS, W_LONG_TERM, generate, oracle_auc, simulate
 
 FILES = ("events.jsonl", "events.parquet", "users.parquet", "items.parquet", "oracle.parquet", "summary.json")
 SCHEMAS = {"events": RAW_EVENT, "users": RAW_USERS, "items": RAW_ITEMS, "oracle": ORACLE}

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from seqrank.config import GeneratorConfig
 from seqrank.schema import EVENT_TYPES, ORACLE, RAW_EVENT, RAW_ITEMS, RAW_USERS
 from seqrank.storage import atomic_dir, write_json, write_table
+from training.metrics import auc as roc_auc
 
 log = logging.getLogger(__name__)
 
@@ -175,24 +176,6 @@ def _round(x: float) -> float | None:
     return None if x != x else round(float(x), 6)
 
 
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC by the rank-sum (Mann-Whitney) formula, tied scores counted as one half."""
-    labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores)
-    n_pos = int(labels.sum())
-    n_neg = len(labels) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="stable")
-    sorted_scores = scores[order]
-    bounds = np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]) + 1
-    starts = np.concatenate([[0], bounds])
-    ends = np.concatenate([bounds, [len(scores)]])
-    ranks = np.repeat((starts + ends + 1) / 2.0, ends - starts)  # average rank of each tie run
-    pos_rank_sum = ranks[labels[order]].sum()
-    return float((pos_rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 def oracle_auc(oracle: pa.Table) -> tuple[float, float]:
     """AUC of `p_click` and of `p_click_last50` against `clicked` over an ORACLE table.
 
@@ -201,8 +184,8 @@ def oracle_auc(oracle: pa.Table) -> tuple[float, float]:
     """
     clicked = oracle.column("clicked").to_numpy()
     return (
-        _auc(clicked, oracle.column("p_click").to_numpy()),
-        _auc(clicked, oracle.column("p_click_last50").to_numpy()),
+        roc_auc(clicked, oracle.column("p_click").to_numpy()),
+        roc_auc(clicked, oracle.column("p_click_last50").to_numpy()),
     )
 
 
@@ -739,10 +722,10 @@ def _summary(
         m = (hist_end >= lo) & (hist_end < (hi if hi is not None else np.iinfo(np.int64).max))
         by_history[f"{lo}+" if hi is None else f"{lo}-{hi - 1}"] = {
             "impression_share": _round(_mean(m)),
-            "oracle_auc": _round(_auc(clicked[m], p[m])),
-            "oracle_last50_auc": _round(_auc(clicked[m], p50[m])),
-            "oracle_history_auc": _round(_auc(clicked[m], p_history[m])),
-            "oracle_revealed_auc": _round(_auc(clicked[m], p_revealed[m])),
+            "oracle_auc": _round(roc_auc(clicked[m], p[m])),
+            "oracle_last50_auc": _round(roc_auc(clicked[m], p50[m])),
+            "oracle_history_auc": _round(roc_auc(clicked[m], p_history[m])),
+            "oracle_revealed_auc": _round(roc_auc(clicked[m], p_revealed[m])),
         }
 
     # Long-term interests at the end of the log, for users with a long history.
@@ -777,8 +760,8 @@ def _summary(
         "last_ts": int(tl.ts[-1]) if len(tl.ts) else None,
         "oracle_auc": _round(auc),
         "oracle_last50_auc": _round(auc50),
-        "oracle_history_auc": _round(_auc(clicked, p_history)),
-        "oracle_revealed_auc": _round(_auc(clicked, p_revealed)),
+        "oracle_history_auc": _round(roc_auc(clicked, p_history)),
+        "oracle_revealed_auc": _round(roc_auc(clicked, p_revealed)),
         "auc_by_history": by_history,
         "behaviors_per_user": {
             "mean": _round(_mean(behaviors)),

@@ -1,0 +1,154 @@
+"""The pipeline steps one at a time: generate, ingest, validate, train, serve, and config."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from seqrank.cli.common import CONFIG_HELP, SET_HELP, cli_config
+from seqrank.paths import StatePaths
+
+
+@click.command()
+@click.option("--users", type=int, help="Simulated users.")
+@click.option("--items", type=int, help="Catalogue size.")
+@click.option("--days", type=int, help="Days of logs.")
+@click.option("--seed", type=int, help="Random seed (same seed, same logs).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
+@click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+def generate(users, items, days, seed, out: Path, config, overrides) -> None:
+    """Simulate raw impression/click logs with a known click-probability oracle."""
+    from simulator import generate as run_generator
+
+    cfg = cli_config(
+        config,
+        overrides,
+        **{
+            "generator.users": users,
+            "generator.items": items,
+            "generator.days": days,
+            "generator.seed": seed,
+        },
+    )
+    start = time.perf_counter()
+    summary = run_generator(cfg.generator, out, progress=True)
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    click.echo(json.dumps(summary, indent=2, default=str))
+
+
+@click.command()
+@click.option("--input", "inputs", multiple=True, required=True, help="Raw log files or globs (repeatable).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "jsonl", "csv", "parquet", "movielens", "taobao", "amazon"]),
+    default="auto",
+    show_default=True,
+    help="Raw log format, or a public data set adapter (inputs are the data set's files or folder).",
+)
+@click.option("--users", type=click.Path(exists=True, path_type=Path), help="Users side table (Parquet).")
+@click.option("--items", type=click.Path(exists=True, path_type=Path), help="Items side table (Parquet).")
+@click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+def ingest(inputs, out: Path, fmt: str, users, items, config, overrides) -> None:
+    """Run the Beam ingest step alone and print its reconciliation."""
+    from components import ingest as ingest_step
+
+    cfg = cli_config(config, overrides)
+    manifest = ingest_step.run(
+        list(inputs),
+        out,
+        cfg.ingest,
+        users=users,
+        items=items,
+        vocab_dir=StatePaths(cfg.state_dir).vocab,
+        fmt=fmt,
+    )
+    click.echo(json.dumps(manifest, indent=2, default=str))
+
+
+@click.command()
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True, help="An ingest output.")
+@click.option("--docs", type=click.Path(path_type=Path), help="Write Great Expectations Data Docs here.")
+@click.option(
+    "--against",
+    type=click.Path(exists=True, path_type=Path),
+    help="A previous validation or ingest output: also check drift against it.",
+)
+@click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+def validate(data: Path, docs, against, config, overrides) -> None:
+    """Run the data validation suites on an ingest output; exit non-zero when they fail."""
+    from components import validate as validate_step
+
+    cfg = cli_config(config, overrides)
+    try:
+        report = validate_step.run(data, cfg.validate_, docs_dir=docs, against=against)
+    except validate_step.ValidationFailed as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(json.dumps(report, indent=2, default=str))
+
+
+@click.command()
+@click.option("--model", help="Model name from the registry (din, emb_mlp, ...).")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True, help="An ingest output.")
+@click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(path_type=Path),
+    help="Checkpoint every epoch here (train.checkpoint_dir).",
+)
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
+def train(model, data: Path, config, overrides, checkpoint_dir, resume) -> None:
+    """Train one model on an ingest output and record it as an MLflow run.
+
+    Under torchrun it trains data-parallel, e.g. on 2 CPU processes:
+    `torchrun --standalone --nproc-per-node 2 -m seqrank.cli train --data DIR`.
+    """
+    from components import train as train_step
+
+    fields = {"model.name": model, "train.checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}
+    cfg = cli_config(config, overrides, **fields)
+    if resume and cfg.train.checkpoint_dir is None:
+        raise click.UsageError("--resume needs --checkpoint-dir (or train.checkpoint_dir)")
+    result = train_step.run(data, cfg, tags={"source": "cli"}, progress=sys.stderr.isatty(), resume=resume)
+    click.echo(json.dumps(result, indent=2, default=str))
+
+
+@click.command()
+@click.option("--bundle", type=click.Path(path_type=Path), help="Serving bundle (default: the champion).")
+@click.option(
+    "--feast", "feast_dir", type=click.Path(path_type=Path), help="Feast repo dir (default: state)."
+)
+@click.option("--host", help="Bind address (default 127.0.0.1 from the config).")
+@click.option("--port", type=int, help="Port.")
+@click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+def serve(bundle, feast_dir, host, port, config, overrides) -> None:
+    """Serve the champion model: POST /rank {"user_id", "candidates": [...]}."""
+    from serving.app import serve as run_server
+
+    cfg = cli_config(config, overrides, **{"serve.host": host, "serve.port": port})
+    paths = StatePaths(cfg.state_dir)
+    bundle = bundle or paths.champion_bundle
+    if not (bundle / "bundle.json").exists():
+        raise click.ClickException(f"no serving bundle at {bundle}: run `seqrank run` first")
+    run_server(bundle, feast_dir or paths.feast, cfg.serve, request_log_dir=paths.request_log)
+
+
+@click.command(name="config")
+@click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+def show_config(config, overrides) -> None:
+    """Print the effective, validated config."""
+    click.echo(cli_config(config, overrides).to_yaml())
+
+
+COMMANDS: tuple[click.Command, ...] = (generate, ingest, validate, train, serve, show_config)
