@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -240,20 +241,29 @@ def train_step(
     batch: Batch,
     labels: torch.Tensor,
     device: torch.device,
-    forward: Callable[[Batch], torch.Tensor] | None = None,
+    forward: Callable[..., Any] | None = None,
     precision: str = "auto",
 ) -> torch.Tensor:
-    """One optimizer step on BCE-with-logits plus the model's regularization; returns the BCE (detached).
+    """One optimizer step on BCE-with-logits plus the model's regularization and, for the models
+    that have one, the auxiliary loss their forward returns beside the logits; returns the BCE
+    (detached).
 
     `forward` replaces `model` for the forward pass (a torch.compile'd wrapper of it); `precision`
     is TrainConfig.precision.
     """
     batch = _to(batch, device)
     labels = labels.to(device, non_blocking=True)
+    run = model if forward is None else forward
+    auxiliary = None
     with autocast(device, precision):
-        logits = (model if forward is None else forward)(batch)
+        if model.has_auxiliary_loss:
+            logits, auxiliary = run(batch, labels)
+        else:
+            logits = run(batch)
     loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
-    total = loss + model.regularization(batch) + model.auxiliary_loss(labels)
+    total = loss + model.regularization(batch)
+    if auxiliary is not None:
+        total = total + auxiliary
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()

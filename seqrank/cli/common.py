@@ -24,6 +24,13 @@ def cli_config(config: str | None, overrides: tuple[str, ...], **fields: Any) ->
         cfg = load_config(config, [*extra, *overrides])
     except ConfigError as err:
         raise click.ClickException(str(err)) from None
+    # model.options belong to the chosen model, whose options class lives with it in training.
+    from training.models import check_options
+
+    try:
+        check_options(cfg.model.name, cfg.model.options)
+    except ValueError as err:
+        raise click.ClickException(f"invalid config: {err}") from None
     # Steps run in subprocesses with other working directories: pin the state dir absolutely.
     cfg = cfg.model_copy(update={"state_dir": cfg.state_dir.resolve()})
     keep_state_local(StatePaths(cfg.state_dir))

@@ -98,7 +98,7 @@ def test_extractor_on_left_aligned_rows_equals_a_gru_over_each_row_alone() -> No
 @pytest.mark.parametrize("attention", ["bilinear", "mlp"])
 def test_dien_ignores_ids_at_pad_positions(attention: str) -> None:
     model = build("dien", attention=attention)
-    batch, _ = fixed_batch()
+    batch, labels = fixed_batch()
     changed = with_noise_at_pad(batch)
     model.eval()
     with torch.no_grad():
@@ -106,11 +106,10 @@ def test_dien_ignores_ids_at_pad_positions(attention: str) -> None:
     # The auxiliary loss too: same negatives (same generator state), same pairs.
     model.train()
     torch.manual_seed(1)
-    model(batch)
-    aux = model.auxiliary_loss()
+    _, aux = model(batch, labels)
     torch.manual_seed(1)
-    model(changed)
-    assert torch.equal(aux, model.auxiliary_loss())
+    _, changed_aux = model(changed, labels)
+    assert torch.equal(aux, changed_aux)
 
 
 @pytest.mark.parametrize("name", ["dien", "bst"])
@@ -126,14 +125,13 @@ def test_a_row_scores_the_same_whatever_else_is_in_the_batch(name: str) -> None:
     torch.testing.assert_close(alone, full, rtol=1e-5, atol=1e-6)
 
 
-def test_dien_auxiliary_loss_only_after_a_training_forward_and_weighted() -> None:
-    batch, _ = fixed_batch()
+def test_dien_auxiliary_loss_comes_with_the_labels_and_is_weighted() -> None:
+    batch, labels = fixed_batch()
     model = build("dien")
-    assert model.auxiliary_loss().item() == 0.0
     torch.manual_seed(1)
     model.train()
-    model(batch)
-    aux = model.auxiliary_loss()
+    logits, aux = model(batch, labels)
+    assert torch.equal(logits, model(batch))  # the same logits as without labels
     assert aux.requires_grad and math.isfinite(aux.item()) and aux.item() > 0
     # It trains the extractor (and the auxiliary network), not the evolution layer.
     aux.backward()
@@ -141,36 +139,30 @@ def test_dien_auxiliary_loss_only_after_a_training_forward_and_weighted() -> Non
     assert model.extractor.weight_hh_l0.grad.abs().sum() > 0
     assert model.evolution.weight_hh.grad is None
 
-    model.eval()
-    model(batch)
-    assert model.auxiliary_loss().item() == 0.0
-
     heavy = build("dien", aux_weight=2.5).train()
     torch.manual_seed(1)
-    heavy(batch)
-    torch.testing.assert_close(heavy.auxiliary_loss(), 2.5 * aux.detach())
+    _, heavy_aux = heavy(batch, labels)
+    torch.testing.assert_close(heavy_aux, 2.5 * aux.detach())
     off = build("dien", aux_weight=0).train()
-    off(batch)
-    assert off.auxiliary_loss().item() == 0.0
+    assert off(batch, labels)[1].item() == 0.0
 
 
 def test_dien_auxiliary_loss_skips_rows_without_a_next_behavior() -> None:
-    batch, _ = fixed_batch()
+    batch, labels = fixed_batch()
     model = build("dien").train()
     short = {key: value[:2] for key, value in batch.items()}  # histories of 0 and 1 behaviors
-    model(short)
-    assert model.auxiliary_loss().item() == 0.0
+    assert model(short, labels[:2])[1].item() == 0.0
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"aux_weight": -1.0}, "hparams['aux_weight'] = -1.0"),
-        ({"aux_hidden": []}, "hparams['aux_hidden'] = []"),
-        ({"gru_hidden": 0}, "hparams['gru_hidden'] = 0"),
-        ({"attention": "dot"}, "hparams['attention'] = 'dot'"),
+        ({"aux_weight": -1.0}, "model.options.aux_weight = -1.0"),
+        ({"aux_hidden": []}, "model.options.aux_hidden = []"),
+        ({"gru_hidden": 0}, "model.options.gru_hidden = 0"),
+        ({"attention": "dot"}, "model.options.attention = 'dot'"),
         ({"attention": "mlp", "attention_hidden": [0]}, "hparams['attention_hidden'] = [0]"),
-        ({"mlp_activation": "tanh"}, "hparams['mlp_activation'] = 'tanh'"),
+        ({"mlp_activation": "tanh"}, "model.options.mlp_activation = 'tanh'"),
     ],
 )
 def test_dien_options_name_bad_values(change: dict, message: str) -> None:
@@ -230,9 +222,9 @@ def test_bst_dropout_only_in_training_and_options_checked() -> None:
     # width = 2·8 + position_dim 8 = 24: 5 heads do not divide it.
     with pytest.raises(ValueError, match=re.escape("hparams['heads'] = 5")):
         build("bst", heads=5)
-    with pytest.raises(ValueError, match=re.escape("hparams['dropout'] = 1.0")):
+    with pytest.raises(ValueError, match=re.escape("model.options.dropout = 1.0")):
         build("bst", dropout=1.0)
-    with pytest.raises(ValueError, match=re.escape("hparams['blocks'] = 0")):
+    with pytest.raises(ValueError, match=re.escape("model.options.blocks = 0")):
         build("bst", blocks=0)
 
 

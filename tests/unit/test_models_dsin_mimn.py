@@ -168,11 +168,11 @@ def test_dsin_ignores_pad_and_dropped_behaviors_and_handles_empty_history(attent
 def test_dsin_option_errors() -> None:
     with pytest.raises(ValueError, match=re.escape("hparams['heads'] = 3")):
         make("dsin", heads=3)
-    with pytest.raises(ValueError, match=re.escape("hparams['session_gap_minutes'] = 0")):
+    with pytest.raises(ValueError, match=re.escape("model.options.session_gap_minutes = 0")):
         make("dsin", session_gap_minutes=0)
-    with pytest.raises(ValueError, match=re.escape("hparams['max_sessions'] = -1")):
+    with pytest.raises(ValueError, match=re.escape("model.options.max_sessions = -1")):
         make("dsin", max_sessions=-1)
-    with pytest.raises(ValueError, match=re.escape("hparams['session_attention'] = 'max'")):
+    with pytest.raises(ValueError, match=re.escape("model.options.session_attention = 'max'")):
         make("dsin", session_attention="max")
     assert make_dsin(session_gap_minutes=90).gap_ms == 90 * MINUTE
 
@@ -233,24 +233,18 @@ def test_utilization_loss_measures_unbalanced_writes() -> None:
     assert memory.utilization_loss(state).item() == pytest.approx(0.75 / 3)
 
 
-def test_mimn_auxiliary_loss_only_after_a_training_forward() -> None:
+def test_mimn_utilization_loss_comes_with_the_labels() -> None:
     model = make_mimn(memory_reg=0.5)
-    batch, _ = fixed_batch()
-    assert model.auxiliary_loss().item() == 0.0
+    batch, labels = fixed_batch()
     model.train()
-    model(batch)
-    aux = model.auxiliary_loss()
+    logits, aux = model(batch, labels)
+    assert torch.equal(logits, model(batch))
     assert aux.item() > 0 and aux.requires_grad
     aux.backward()
     assert model.memory.heads.weight.grad is not None and model.memory.heads.weight.grad.abs().sum() > 0
-    model.eval()
-    with torch.no_grad():
-        model(batch)
-    assert model.auxiliary_loss().item() == 0.0
     off = make_mimn(memory_reg=0)
     off.train()
-    off(batch)
-    assert off.auxiliary_loss().item() == 0.0
+    assert off(batch, labels)[1].item() == 0.0
 
 
 def test_mimn_ignores_pad_and_behaviors_before_its_window() -> None:
@@ -281,11 +275,11 @@ def test_mimn_ignores_pad_and_behaviors_before_its_window() -> None:
 
 
 def test_mimn_option_errors() -> None:
-    with pytest.raises(ValueError, match=re.escape("hparams['miu_top_k'] = 9")):
+    with pytest.raises(ValueError, match=re.escape("miu_top_k = 9 must be <= memory_slots = 8")):
         make("mimn", miu_top_k=9)
-    with pytest.raises(ValueError, match=re.escape("hparams['memory_reg'] = -1")):
+    with pytest.raises(ValueError, match=re.escape("model.options.memory_reg = -1")):
         make("mimn", memory_reg=-1)
-    with pytest.raises(ValueError, match=re.escape("hparams['memory_steps'] = 0")):
+    with pytest.raises(ValueError, match=re.escape("model.options.memory_steps = 0")):
         make("mimn", memory_steps=0)
     with pytest.raises(ValueError, match="memory top_k = 0"):
         UserInterestMemory(4, 2, 3, top_k=0)

@@ -125,37 +125,31 @@ def test_soft_search_gradient_reaches_retrieved_behaviors_and_the_search_space()
     assert bool((item_grad[picked].abs().sum(1) > 0).all())
     assert bool((item_grad[skipped] == 0).all())  # the choice itself carries no gradient
     assert model.search_item.weight.grad is None  # the main loss does not train the search space
-    model.auxiliary_loss(labels).backward()  # the GSU sub-model's own CTR loss does
+    model(batch, labels)[1].backward()  # the GSU sub-model's own CTR loss does
     search_grad = model.search_item.weight.grad
     assert search_grad is not None and bool((search_grad[skipped].abs().sum(1) > 0).all())
 
 
-def test_soft_search_auxiliary_loss_is_the_gsu_ctr_loss_of_a_training_forward() -> None:
+def test_soft_search_auxiliary_loss_is_the_gsu_ctr_loss_returned_with_the_labels() -> None:
     model = make_sim("soft")
     batch, labels = fixed_batch()
-    assert model.auxiliary_loss(labels).item() == 0.0  # no forward yet
     calls = []
     model.search_head.register_forward_hook(lambda *_: calls.append(1))
-    model(batch)
+    logits, aux = model(batch, labels)
     assert calls == [1]
-    assert model.auxiliary_loss().item() == 0.0  # no labels
-    aux = model.auxiliary_loss(labels)
     assert aux.item() > 0.0
     heavy = make_sim("soft", gsu_weight=2.5)
-    heavy(batch)
-    torch.testing.assert_close(heavy.auxiliary_loss(labels), 2.5 * aux.detach())
+    torch.testing.assert_close(heavy(batch, labels)[1], 2.5 * aux.detach())
     off = make_sim("soft", gsu_weight=0.0)
-    off(batch)
-    assert off.auxiliary_loss(labels).item() == 0.0
-    # Eval mode skips the sub-model (only its loss reads it) and keeps no loss.
-    model.eval()
+    assert off(batch, labels)[1].item() == 0.0
+    # Without labels (evaluation, serving) the sub-model is skipped: only its loss reads it.
     with torch.no_grad():
+        torch.testing.assert_close(model(batch), logits.detach())
+        model.eval()
         model(batch)
     assert calls == [1]
-    assert model.auxiliary_loss(labels).item() == 0.0
     hard = make_sim("hard")
-    hard(batch)
-    assert hard.auxiliary_loss(labels).item() == 0.0
+    assert hard(batch, labels)[1].item() == 0.0
 
 
 @pytest.mark.parametrize("search", MODES)
@@ -211,12 +205,12 @@ def test_ids_at_pad_positions_change_nothing(search: str) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"search": "fuzzy"}, "hparams['search'] = 'fuzzy'"),
+        ({"search": "fuzzy"}, "model.options.search = 'fuzzy'"),
         ({"heads": 0}, "hparams['heads'] = 0"),
         ({"search_k": -2}, "hparams['search_k'] = -2"),
-        ({"time_buckets": 1}, "hparams['time_buckets'] = 1"),
-        ({"search": "soft", "search_dim": 0}, "hparams['search_dim'] = 0"),
-        ({"search": "soft", "gsu_weight": -1}, "hparams['gsu_weight'] = -1"),
+        ({"time_buckets": 1}, "model.options.time_buckets = 1"),
+        ({"search": "soft", "search_dim": 0}, "model.options.search_dim = 0"),
+        ({"search": "soft", "gsu_weight": -1}, "model.options.gsu_weight = -1"),
         ({"search": "soft", "long_seq_len": None}, "hparams['long_seq_len'] = None"),
     ],
 )

@@ -2,53 +2,68 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import pkgutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.models.base import Batch, CtrModel, ModelSpec
+from seqrank.config import ModelConfig
+from training.models.base import Batch, CtrModel, ModelOptions, ModelSpec
+from training.models.bst import BST
+from training.models.deepfm import DeepFM
+from training.models.dien import DIEN
+from training.models.din import DIN
+from training.models.dsin import DSIN
+from training.models.emb_mlp import EmbMLP
+from training.models.mimn import MIMN
+from training.models.sim import SIM
+from training.models.wide_deep import WideDeep
 
-MODELS: dict[str, type[CtrModel]] = {}
+# The model zoo by registry name (config `model.name`); a new model file adds its line here.
+MODELS: dict[str, type[CtrModel]] = {
+    "emb_mlp": EmbMLP,
+    "wide_deep": WideDeep,
+    "deepfm": DeepFM,
+    "din": DIN,
+    "dien": DIEN,
+    "bst": BST,
+    "dsin": DSIN,
+    "sim": SIM,
+    "mimn": MIMN,
+}
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "model.json"
 
-
-def register(name: str):
-    """Class decorator adding a model to `MODELS` under `name`."""
-
-    def wrap(cls: type[CtrModel]) -> type[CtrModel]:
-        if name in MODELS:
-            raise ValueError(
-                f"model name {name!r} registered twice ({MODELS[name].__name__}, {cls.__name__})"
-            )
-        MODELS[name] = cls
-        return cls
-
-    return wrap
+# Hparams every model may read: the ModelConfig fields, and the L2 weight the trainer adds.
+SHARED_HPARAMS = frozenset(ModelConfig.model_fields) - {"name", "options"} | {"embedding_l2"}
 
 
-# Modules of this package that hold shared code, not models.
-_NOT_MODELS = frozenset({"base", "sequence"})
+def model_class(name: str) -> type[CtrModel]:
+    """The class registered as `name`; ValueError listing the valid names."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
 
 
-def _load_zoo() -> None:
-    # Importing the model modules fills MODELS; done lazily so `import training.models` stays light.
-    # Every other module of this package is a model file, so adding one needs no edit here.
-    for module in pkgutil.iter_modules(__path__):
-        if module.name not in _NOT_MODELS and not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
+def check_options(name: str, options: Mapping[str, Any]) -> None:
+    """Validate `model.options` for model `name` before anything runs: ValueError naming the bad
+    field (and value) and listing the model's valid options."""
+    model_class(name).Options.parse(name, options)
 
 
 def build_model(spec: ModelSpec) -> CtrModel:
-    _load_zoo()
-    if spec.name not in MODELS:
-        raise ValueError(f"unknown model {spec.name!r}; valid names: {', '.join(sorted(MODELS))}")
-    return MODELS[spec.name](spec)
+    cls = model_class(spec.name)
+    unknown = sorted(set(spec.hparams) - SHARED_HPARAMS - set(cls.Options.model_fields))
+    if unknown:
+        valid = ", ".join(cls.Options.names()) or "none"
+        raise ValueError(
+            f"model.options.{unknown[0]}: not an option of model {spec.name!r}; valid options: {valid}"
+        )
+    return cls(spec)
 
 
 def save_model(model: CtrModel, path: Path | str) -> None:
@@ -77,10 +92,12 @@ __all__ = [
     "MODELS",
     "Batch",
     "CtrModel",
+    "ModelOptions",
     "ModelSpec",
     "build_model",
+    "check_options",
     "load_model",
-    "register",
+    "model_class",
     "save_model",
     "save_state",
 ]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 from torch import nn
 
 # A batch is a dict of tensors. Every model reads the keys it needs:
@@ -37,6 +39,50 @@ Batch = dict[str, torch.Tensor]
 MAX_POSITION = 64
 
 
+# Field types the options classes share. Layer sizes accept any sequence (a tuple in code, a list
+# in YAML or JSON).
+LayerSizes = Annotated[list[PositiveInt], Field(min_length=1, strict=False)]
+MlpActivation = Literal["dice", "prelu", "relu", "sigmoid"]  # training.layers.activation.ACTIVATIONS
+
+
+class ModelOptions(BaseModel):
+    """A model's own hyperparameters (`model.options` in the config), beside the ModelConfig fields
+    every model shares. Each model declares a subclass with a default and a reason per field;
+    this base, with no fields, serves the models that have none."""
+
+    # Frozen like the config; unknown keys are typos; strict so 1.5 is no int and "3" no number.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return sorted(cls.model_fields)
+
+    @classmethod
+    def parse(cls, model: str, options: Mapping[str, Any]) -> Self:
+        """Validated options; ValueError naming the field, the bad value and the valid options."""
+        unknown = sorted(set(options) - set(cls.model_fields))
+        if unknown:
+            valid = ", ".join(cls.names()) or "none"
+            raise ValueError(
+                f"model.options.{unknown[0]}: not an option of model {model!r}; valid options: {valid}"
+            )
+        try:
+            return cls.model_validate(dict(options))
+        except ValidationError as err:
+            problems = [
+                f"model.options.{e['loc'][0]} = {e.get('input')!r}: {e['msg']}"
+                if e["loc"]
+                else f"model.options of model {model!r}: {e['msg']}"  # a rule across fields
+                for e in err.errors()
+            ]
+            raise ValueError("; ".join(problems)) from None
+
+    @classmethod
+    def from_hparams(cls, model: str, hparams: Mapping[str, Any]) -> Self:
+        """The options held in a spec's flat hparams (ModelConfig fields plus options)."""
+        return cls.parse(model, {key: value for key, value in hparams.items() if key in cls.model_fields})
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to rebuild a model without training code: name, hyperparameters, vocab sizes."""
@@ -54,7 +100,17 @@ class ModelSpec:
 
 
 class CtrModel(nn.Module):
-    """Base class: `forward(batch) -> logits (B,)`; the trainer owns loss, optimizer and device."""
+    """Base class: `forward(batch) -> logits (B,)`; the trainer owns loss, optimizer and device.
+
+    Models with a training-only loss term (DIEN's next-behavior loss, MIMN's memory utilization,
+    soft-search SIM's sub-model CTR loss) set `has_auxiliary_loss`; the trainer then calls
+    `forward(batch, labels)` with the click labels (B,) and gets `(logits, auxiliary_loss)` back
+    from the same pass, so a model keeps no state between calls.
+    """
+
+    # The model's own options class (`model.options`); ModelOptions when it has none.
+    Options: ClassVar[type[ModelOptions]] = ModelOptions
+    has_auxiliary_loss: ClassVar[bool] = False
 
     # Batch keys the model cannot run without; the trainer checks them to fail with a clear error.
     required_inputs: tuple[str, ...] = ("user", "item", "category")
@@ -64,6 +120,7 @@ class CtrModel(nn.Module):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.spec = spec
+        self.options = self.Options.from_hparams(spec.name, spec.hparams)
         # Position bias as a separate shallow term (YouTube's "Recommending What Video to Watch Next",
         # RecSys 2019; PAL, RecSys 2019): logged clicks depend strongly on the slot, which the model
         # must explain away while training, but at serving time every candidate would share one
@@ -80,6 +137,10 @@ class CtrModel(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def zero_loss(self) -> torch.Tensor:
+        """A scalar 0 on the model's device (an auxiliary loss that is switched off)."""
+        return torch.zeros((), device=next(self.parameters()).device)
 
     def sequence_lengths(self) -> dict[str, int]:
         """Positions per sequence group (hist, long, cat) the batches must hold for this model;
@@ -98,16 +159,6 @@ class CtrModel(nn.Module):
             if module is not self and callable(prepare):
                 prepare(id_counts)
 
-    def auxiliary_loss(self, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """A loss term the last training-mode forward produced (DIEN's next-behavior loss, MIMN's
-        memory utilization, soft-search SIM's sub-model CTR loss), added to the BCE by the
-        trainer, which passes the batch's click labels (B,); zero unless a model overrides it.
-
-        Models that have one keep what it needs from `forward` (only when `self.training`) and
-        compute it here; those that need no labels ignore them.
-        """
-        return torch.zeros((), device=next(self.parameters()).device)
-
     def regularization(self, batch: Batch) -> torch.Tensor:
         """Extra loss term (e.g. mini-batch aware L2); zero unless a model overrides it."""
-        return torch.zeros((), device=next(self.parameters()).device)
+        return self.zero_loss()

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import torch
+from pydantic import Field, PositiveInt
 from torch import nn
 
 from seqrank.schema import PAD
 from training.layers import MLP, leading_pad_columns
-from training.layers.activation import ACTIVATIONS
-from training.layers.hparams import choice, layer_sizes, positive_int
+from training.layers.hparams import layer_sizes, positive_int
 from training.layers.timegap import TimeGapEmbedding
 from training.layers.transformer import TransformerEncoderLayer
-from training.models import register
-from training.models.base import Batch, ModelSpec
+from training.models.base import Batch, MlpActivation, ModelOptions, ModelSpec
 from training.models.sequence import BehaviorSequenceModel
 
 
-@register("bst")
+class BSTOptions(ModelOptions):
+    blocks: PositiveInt = Field(1, description="transformer layers (1 is the paper's best)")
+    position_dim: PositiveInt | None = Field(None, description="P; None: embedding_dim")
+    ffn_hidden: PositiveInt | None = Field(None, description="feed-forward size; None: 4W")
+    dropout: float = Field(0.1, ge=0, lt=1, description="on the two residual branches of each block")
+    time_buckets: PositiveInt = Field(24, description="time-gap buckets, PAD included")
+    mlp_activation: MlpActivation = Field("prelu", description="the paper uses LeakyReLU")
+
+
 class BST(BehaviorSequenceModel):
     """Behavior Sequence Transformer: self-attention over the behaviors and the candidate, each
     tagged with how long before the impression it happened (Chen et al. 2019).
@@ -46,32 +53,30 @@ class BST(BehaviorSequenceModel):
         mlp_activation  "prelu" (default; the paper uses LeakyReLU) or "dice", "relu", "sigmoid"
     """
 
+    Options = BSTOptions
+    options: BSTOptions
     required_inputs = ("user", "item", "category", "ts", "hist_item", "hist_category", "hist_ts")
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
-        hp, dim = spec.hparams, self.dim
+        hp, dim, opts = spec.hparams, self.dim, self.options
         heads = positive_int(hp, "heads")
-        blocks = positive_int(hp, "blocks", 1)
-        position_dim = positive_int(hp, "position_dim", dim)
+        position_dim = opts.position_dim or dim
         width = 2 * dim + position_dim
         if width % heads:
             raise ValueError(
                 f"hparams['heads'] = {heads}: must divide the transformer width 2·embedding_dim + "
                 f"position_dim = {width}"
             )
-        ffn_hidden = positive_int(hp, "ffn_hidden", 4 * width)
-        dropout = hp.get("dropout", 0.1)
-        if not isinstance(dropout, int | float) or isinstance(dropout, bool) or not 0 <= dropout < 1:
-            raise ValueError(f"hparams['dropout'] = {dropout!r}: must be a number in [0, 1)")
-        buckets = positive_int(hp, "time_buckets", 24)
-        activation = choice(hp, "mlp_activation", ACTIVATIONS, "prelu")
+        ffn_hidden = opts.ffn_hidden or 4 * width
 
-        self.time_gap = TimeGapEmbedding(position_dim, buckets)
+        self.time_gap = TimeGapEmbedding(position_dim, opts.time_buckets)
         self.blocks = nn.ModuleList(
-            TransformerEncoderLayer(width, heads, ffn_hidden, float(dropout)) for _ in range(blocks)
+            TransformerEncoderLayer(width, heads, ffn_hidden, opts.dropout) for _ in range(opts.blocks)
         )
-        self.mlp = MLP(dim + 2 * width, layer_sizes(hp, "mlp_hidden"), activation=activation, out_dim=1)
+        self.mlp = MLP(
+            dim + 2 * width, layer_sizes(hp, "mlp_hidden"), activation=opts.mlp_activation, out_dim=1
+        )
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits (B,) for a batch holding `required_inputs` (see training.models.base)."""

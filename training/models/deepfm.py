@@ -7,14 +7,12 @@ import torch
 
 from training.layers import MLP, Embedding, batch_embedding_l2
 from training.layers.hparams import layer_sizes
-from training.models import register
 from training.models.base import Batch, ModelSpec
 from training.models.sequence import BehaviorSequenceModel
 
 FIELDS = ("user", "item", "category", "history_items", "history_categories")
 
 
-@register("deepfm")
 class DeepFM(BehaviorSequenceModel):
     """DeepFM: an FM component and a DNN component share the field embeddings; their logits are
     summed (Guo et al. 2017, eq. 1: ŷ = sigmoid(y_FM + y_DNN)).

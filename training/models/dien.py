@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
+from pydantic import Field, NonNegativeFloat, PositiveInt
 from torch import nn
 
 from training.layers import MLP, TargetAttention, longest_row
-from training.layers.activation import ACTIVATIONS
 from training.layers.gru import AUGRU, gather_steps, left_align
-from training.layers.hparams import choice, layer_sizes, non_negative, positive_int
-from training.models import register
-from training.models.base import Batch, ModelSpec
+from training.layers.hparams import layer_sizes
+from training.models.base import Batch, LayerSizes, MlpActivation, ModelOptions, ModelSpec
 from training.models.sequence import BehaviorSequenceModel
 
-ATTENTIONS = ("bilinear", "mlp")
+
+class DIENOptions(ModelOptions):
+    gru_hidden: PositiveInt | None = Field(
+        None, description="H; None: 2D (the paper keeps the embedding size)"
+    )
+    aux_weight: NonNegativeFloat = Field(
+        1.0, description="the paper's α on the auxiliary loss; 0 turns it off"
+    )
+    aux_hidden: LayerSizes = Field([100, 50], description="hidden sizes of the auxiliary network")
+    attention: Literal["bilinear", "mlp"] = Field(
+        "bilinear", description="bilinear: the paper's eq. 5; mlp: the released code"
+    )
+    mlp_activation: MlpActivation = "dice"
 
 
-@register("dien")
 class DIEN(BehaviorSequenceModel):
     """Deep Interest Evolution Network: a GRU extracts interests from the behavior sequence, and an
     attention-gated GRU (AUGRU) evolves the ones relevant to the candidate (Zhou et al. 2019).
@@ -42,9 +54,8 @@ class DIEN(BehaviorSequenceModel):
     f a small MLP on [h_t, e] (sigmoid layers, as in the authors' code), averaged over the (row, t)
     pairs. The last real step and PAD steps have no next behavior and are skipped. Negatives are
     drawn uniformly, with replacement, from all real behaviors of the batch (other users' clicks
-    mostly, so roughly by popularity; a draw equal to the positive is rare and left in). A
-    training-mode forward stashes aux_weight × the loss for `auxiliary_loss()`; an eval-mode
-    forward clears it.
+    mostly, so roughly by popularity; a draw equal to the positive is rare and left in). Given
+    the click labels (training), forward returns aux_weight × the loss beside the logits.
 
     Cost: the time loop of the AUGRU is inherent (h_t needs h_{t−1}); the extractor is the fused
     nn.GRU, and both run only T steps. The auxiliary network on 2·B·T rows is the largest part of a
@@ -60,13 +71,16 @@ class DIEN(BehaviorSequenceModel):
         mlp_activation "dice" (default) or "prelu", "relu", "sigmoid"
     """
 
+    Options = DIENOptions
+    options: DIENOptions
+    has_auxiliary_loss = True
+
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
-        hp, dim = spec.hparams, self.dim
-        hidden = positive_int(hp, "gru_hidden", 2 * dim)
-        self.aux_weight = non_negative(hp, "aux_weight", 1.0)
-        self.attention_kind = choice(hp, "attention", ATTENTIONS, "bilinear")
-        activation = choice(hp, "mlp_activation", ACTIVATIONS, "dice")
+        hp, dim, opts = spec.hparams, self.dim, self.options
+        hidden = opts.gru_hidden or 2 * dim
+        self.aux_weight = opts.aux_weight
+        self.attention_kind = opts.attention
         mlp_hidden = layer_sizes(hp, "mlp_hidden")
 
         self.extractor = nn.GRU(2 * dim, hidden, batch_first=True)
@@ -76,13 +90,19 @@ class DIEN(BehaviorSequenceModel):
             self.query = nn.Linear(2 * dim, hidden)
             self.scorer = TargetAttention(hidden, layer_sizes(hp, "attention_hidden"), activation="sigmoid")
         self.evolution = AUGRU(hidden, hidden)
-        aux_hidden = layer_sizes(hp, "aux_hidden") if "aux_hidden" in hp else [100, 50]
-        self.auxiliary = MLP(hidden + 2 * dim, aux_hidden, activation="sigmoid", out_dim=1)
-        self.mlp = MLP(7 * dim + hidden, mlp_hidden, activation=activation, out_dim=1)
-        self._aux_loss: torch.Tensor | None = None
+        self.auxiliary = MLP(hidden + 2 * dim, opts.aux_hidden, activation="sigmoid", out_dim=1)
+        self.mlp = MLP(7 * dim + hidden, mlp_hidden, activation=opts.mlp_activation, out_dim=1)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        """Logits (B,) for a batch holding `required_inputs` (see training.models.base)."""
+    @overload
+    def forward(self, batch: Batch) -> torch.Tensor: ...
+    @overload
+    def forward(self, batch: Batch, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def forward(
+        self, batch: Batch, labels: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B,) for a batch holding `required_inputs` (see training.models.base); with the
+        click labels (training), (logits, aux_weight × the next-behavior loss)."""
         user = self.embeddings.user(batch)  # (B, D)
         target, history, mask = self.embeddings.target_and_history(batch)  # (B, 2D), (B, L, 2D), (B, L)
         # Zero the PAD steps: their category id may be set even where the item is PAD.
@@ -92,18 +112,15 @@ class DIEN(BehaviorSequenceModel):
         index, mask = left_align(mask, longest_row(mask))  # (B, T), (B, T)
         history = gather_steps(history, index)  # (B, T, 2D)
         states, _ = self.extractor(history)  # (B, T, H); past a row's length: garbage, masked below
-        self._aux_loss = self._auxiliary(states, history, mask) if self.training else None
+        auxiliary = None if labels is None else self._auxiliary(states, history, mask)
 
         attention = self._attention(target, states, mask)  # (B, T)
         evolved = self.evolution(states, attention)  # (B, H)
         features = torch.cat([user, target, summed, target * summed, evolved], dim=1)  # (B, 7D + H)
-        return self.mlp(features).squeeze(1) + self.position_logit(batch)
-
-    def auxiliary_loss(self, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """aux_weight × the next-behavior loss of the last training-mode forward; else zero."""
-        if self._aux_loss is None:
-            return super().auxiliary_loss(labels)
-        return self._aux_loss
+        logits = self.mlp(features).squeeze(1) + self.position_logit(batch)
+        if labels is None:
+            return logits
+        return logits, self.zero_loss() if auxiliary is None else auxiliary
 
     def _attention(self, target: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Softmax over the real steps of the relevance of h_t to the candidate: (B, T), 0 at PAD."""

@@ -6,12 +6,10 @@ import torch
 
 from training.layers import MLP, TargetAttention
 from training.layers.hparams import layer_sizes
-from training.models import register
 from training.models.base import Batch, ModelSpec
 from training.models.sequence import BehaviorSequenceModel
 
 
-@register("din")
 class DIN(BehaviorSequenceModel):
     """Deep Interest Network: the candidate attends over the user's behaviors (Zhou et al. 2018).
 

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
 from seqrank.schema import PAD
 from training.layers.attention import TargetAttention
-from training.layers.hparams import choice, layer_sizes, positive_float, positive_int
+from training.layers.hparams import layer_sizes, positive_int
 from training.layers.mlp import MLP
 from training.layers.session import SessionBiasEncoding, Sessions, split_sessions
-from training.models import register
-from training.models.base import Batch, ModelSpec
+from training.models.base import Batch, ModelOptions, ModelSpec
 from training.models.sequence import BehaviorSequenceModel
 
 MINUTE_MS = 60_000
-SESSION_ATTENTIONS = ("softmax", "din")
 
 
 class SessionInterestExtractor(nn.Module):
@@ -113,7 +113,18 @@ class BilinearAttention(nn.Module):
         return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
 
 
-@register("dsin")
+class DSINOptions(ModelOptions):
+    session_gap_minutes: PositiveFloat = Field(
+        30.0, description="a longer gap starts a session (ingest's rule)"
+    )
+    max_sessions: PositiveInt = Field(5, description="S, the latest sessions kept")
+    session_len: PositiveInt = Field(10, description="T, the latest behaviors kept per session")
+    ffn_hidden: PositiveInt | None = Field(None, description="self-attention feed-forward size; None: 4E")
+    session_attention: Literal["softmax", "din"] = Field(
+        "softmax", description="softmax: the paper's bilinear scores; din: the DIN activation unit"
+    )
+
+
 class DSIN(BehaviorSequenceModel):
     """Deep Session Interest Network: interests per session, their evolution, and the candidate's
     attention over both (Feng et al., "Deep Session Interest Network for Click-Through Rate
@@ -144,21 +155,23 @@ class DSIN(BehaviorSequenceModel):
         session_attention    "softmax" (default) or "din"
     """
 
+    Options = DSINOptions
+    options: DSINOptions
     required_inputs = ("user", "item", "category", "hist_item", "hist_category", "hist_ts")
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
-        hp, dim = spec.hparams, self.dim
+        hp, dim, opts = spec.hparams, self.dim, self.options
         heads = positive_int(hp, "heads")
         if (2 * dim) % heads:
             raise ValueError(
                 f"hparams['heads'] = {heads}: must divide the behavior size 2 · embedding_dim = {2 * dim}"
             )
-        self.gap_ms = positive_float(hp, "session_gap_minutes", 30) * MINUTE_MS
-        self.max_sessions = positive_int(hp, "max_sessions", 5)
-        self.session_len = positive_int(hp, "session_len", 10)
-        ffn_hidden = positive_int(hp, "ffn_hidden", 8 * dim)
-        attention = choice(hp, "session_attention", SESSION_ATTENTIONS, "softmax")
+        self.gap_ms = opts.session_gap_minutes * MINUTE_MS
+        self.max_sessions = opts.max_sessions
+        self.session_len = opts.session_len
+        ffn_hidden = opts.ffn_hidden or 8 * dim
+        attention = opts.session_attention
 
         self.bias_encoding = SessionBiasEncoding(self.max_sessions, self.session_len, 2 * dim)
         self.extractor = SessionInterestExtractor(2 * dim, heads, ffn_hidden)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 
 from training.layers import MLP
-from training.layers.hparams import choice, layer_sizes
-from training.models import register
-from training.models.base import Batch, ModelSpec
+from training.layers.hparams import layer_sizes
+from training.models.base import Batch, ModelOptions, ModelSpec
 from training.models.sequence import BehaviorSequenceModel
 
-POOLINGS = ("sum", "mean")
+
+class EmbMLPOptions(ModelOptions):
+    pooling: Literal["sum", "mean"] = Field("sum", description="how the behaviors are pooled")
 
 
-@register("emb_mlp")
 class EmbMLP(BehaviorSequenceModel):
     """Embedding&MLP: history pooled without regard to the candidate, then an MLP.
 
@@ -31,10 +34,13 @@ class EmbMLP(BehaviorSequenceModel):
     MLP input unless "off").
     """
 
+    Options = EmbMLPOptions
+    options: EmbMLPOptions
+
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         hp, dim = spec.hparams, self.dim
-        self.pooling = choice(hp, "pooling", POOLINGS, "sum")
+        self.pooling = self.options.pooling
         self.mlp = MLP(
             5 * dim + self.enable_dense(), layer_sizes(hp, "mlp_hidden"), activation="prelu", out_dim=1
         )

@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+from typing import overload
+
 import torch
+from pydantic import Field, NonNegativeFloat, PositiveInt, model_validator
 from torch import nn
 
 from seqrank.schema import PAD
 from training.layers.attention import TargetAttention
-from training.layers.hparams import layer_sizes, non_negative, positive_int
+from training.layers.hparams import layer_sizes, positive_int
 from training.layers.memory import UserInterestMemory
 from training.layers.mlp import MLP
-from training.models import register
-from training.models.base import Batch, ModelSpec
+from training.models.base import Batch, ModelOptions, ModelSpec
 from training.models.sequence import BehaviorSequenceModel
 
 
-@register("mimn")
+class MIMNOptions(ModelOptions):
+    memory_slots: PositiveInt = Field(8, description="m, the NTM memory's slots")
+    memory_steps: PositiveInt = Field(100, description="bound on N, the latest behaviors written")
+    controller_hidden: PositiveInt | None = Field(None, description="GRU controller size; None: 2D")
+    miu_top_k: PositiveInt = Field(1, description="MIU channels updated per behavior")
+    memory_reg: NonNegativeFloat = Field(0.1, description="weight of the utilization loss; 0 disables it")
+
+    @model_validator(mode="after")
+    def _top_k_within_slots(self) -> MIMNOptions:
+        if self.miu_top_k > self.memory_slots:
+            raise ValueError(f"miu_top_k = {self.miu_top_k} must be <= memory_slots = {self.memory_slots}")
+        return self
+
+
 class MIMN(BehaviorSequenceModel):
     """MIMN: the long behavior history is written into a memory; the candidate reads it.
 
@@ -42,8 +57,8 @@ class MIMN(BehaviorSequenceModel):
     steps keep training affordable, at about ten times DIN's cost per sample with L = 100); batches
     hold only those N (`sequence_lengths`).
 
-    Training-mode forwards stash memory_reg · the memory utilization loss (the spread of the
-    write shares over the slots, `UserInterestMemory.utilization_loss`) for `auxiliary_loss`.
+    Given the click labels (training), forward also returns memory_reg · the memory utilization
+    loss (the spread of the write shares over the slots, `UserInterestMemory.utilization_loss`).
 
     Hparams: embedding_dim, seq_len (unused here, required by the base), long_seq_len,
     attention_hidden (the channel attention), mlp_hidden, embedding_l2, and model options:
@@ -54,20 +69,19 @@ class MIMN(BehaviorSequenceModel):
         memory_reg         weight of the utilization loss, default 0.1 (0 disables it)
     """
 
+    Options = MIMNOptions
+    options: MIMNOptions
+    has_auxiliary_loss = True
     required_inputs = ("user", "item", "category", "long_item", "long_category")
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
-        hp, dim = spec.hparams, self.dim
+        hp, dim, opts = spec.hparams, self.dim, self.options
         self.long_seq_len = positive_int(hp, "long_seq_len")
-        slots = positive_int(hp, "memory_slots", 8)
-        self.memory_steps = positive_int(hp, "memory_steps", 100)
-        controller = positive_int(hp, "controller_hidden", 2 * dim)
-        top_k = positive_int(hp, "miu_top_k", 1)
-        if top_k > slots:
-            raise ValueError(f"hparams['miu_top_k'] = {top_k}: must be <= memory_slots = {slots}")
-        self.memory_reg = non_negative(hp, "memory_reg", 0.1)
-        self.memory = UserInterestMemory(2 * dim, slots, controller, top_k)
+        self.memory_steps = opts.memory_steps
+        self.memory_reg = opts.memory_reg
+        controller = opts.controller_hidden or 2 * dim
+        self.memory = UserInterestMemory(2 * dim, opts.memory_slots, controller, opts.miu_top_k)
         self.target_key = nn.Linear(2 * dim, 2 * dim + 1)  # read key and strength from the target
         self.channel_attention = TargetAttention(
             2 * dim, layer_sizes(hp, "attention_hidden"), activation="sigmoid"
@@ -75,7 +89,6 @@ class MIMN(BehaviorSequenceModel):
         self.mlp = MLP(
             7 * dim + self.enable_dense(), layer_sizes(hp, "mlp_hidden"), activation="dice", out_dim=1
         )
-        self._utilization: torch.Tensor | None = None
 
     def sequence_lengths(self) -> dict[str, int]:
         """Batches need only the N long-history positions the memory writes."""
@@ -95,12 +108,19 @@ class MIMN(BehaviorSequenceModel):
         behaviors = torch.cat([behavior_item, behavior_category], dim=-1)
         return target, behaviors, items != PAD
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        """Logits (B,) for a batch holding `required_inputs` (see training.models.base)."""
+    @overload
+    def forward(self, batch: Batch) -> torch.Tensor: ...
+    @overload
+    def forward(self, batch: Batch, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def forward(
+        self, batch: Batch, labels: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B,) for a batch holding `required_inputs` (see training.models.base); with the
+        click labels (training), (logits, memory_reg · the memory utilization loss)."""
         user = self.embeddings.user(batch)  # (B, D)
         target, behaviors, mask = self.target_and_behaviors(batch)  # (B, E), (B, N, E), (B, N)
         state = self.memory.advance(self.memory.initial_state(len(target)), behaviors, mask)
-        self._utilization = self.memory.utilization_loss(state) if self.training else None
 
         query = self.target_key(target)  # (B, E + 1)
         strength = 1.0 + nn.functional.softplus(query[:, -1])  # (B,)
@@ -109,13 +129,12 @@ class MIMN(BehaviorSequenceModel):
         channel_read = self.channel_attention(target, state.channels, every_channel)  # (B, E)
         features = torch.cat([user, target, memory_read, channel_read], dim=1)  # (B, 7D)
         features = self.with_dense(batch, features)  # (B, 7D + dense width) when hparams dense is on
-        return self.mlp(features).squeeze(1) + self.position_logit(batch)
-
-    def auxiliary_loss(self, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """memory_reg · the utilization loss of the last training-mode forward; zero otherwise."""
-        if self._utilization is None or self.memory_reg == 0.0:
-            return super().auxiliary_loss(labels)
-        return self.memory_reg * self._utilization
+        logits = self.mlp(features).squeeze(1) + self.position_logit(batch)
+        if labels is None:
+            return logits
+        if self.memory_reg == 0.0:
+            return logits, self.zero_loss()
+        return logits, self.memory_reg * self.memory.utilization_loss(state)
 
     def regularization(self, batch: Batch) -> torch.Tensor:
         """embedding_l2 · Σ ||w||² over the embedding rows this batch reads (only N long behaviors)."""

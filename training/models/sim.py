@@ -2,29 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
+from pydantic import Field, NonNegativeFloat, PositiveInt
 from torch import nn
 
 from seqrank.schema import PAD
 from training.layers import MLP, TargetAttention, leading_pad_columns
 from training.layers.embedding import make_embedding
-from training.layers.hparams import choice, layer_sizes, non_negative, positive_int
+from training.layers.hparams import layer_sizes, positive_int
 from training.layers.multihead import MultiHeadTargetAttention
 from training.layers.regularization import batch_embedding_l2
 from training.layers.timegap import TimeGapEmbedding
-from training.models import register
-from training.models.base import Batch, ModelSpec
+from training.models.base import Batch, ModelOptions, ModelSpec
 from training.models.sequence import BehaviorSequenceModel
 
-SEARCH_MODES = ("hard", "soft")
-DEFAULT_TIME_BUCKETS = 24
-DEFAULT_GSU_WEIGHT = 1.0  # α of the paper's Loss = α Loss_GSU + β Loss_ESU
 # The relevance is a product of two search embeddings: at the main tables' scale it and its
 # gradient start near zero and the search space barely learns.
 MAIN_INIT_STD, SEARCH_INIT_STD = 1e-2, 0.1
 
 
-@register("sim")
+class SIMOptions(ModelOptions):
+    search: Literal["hard", "soft"] = Field(
+        "hard", description="the GSU: the category index (what the paper deployed) or top-K inner products"
+    )
+    search_dim: PositiveInt | None = Field(
+        None, description="S, soft search embedding size; None: embedding_dim"
+    )
+    gsu_weight: NonNegativeFloat = Field(
+        1.0, description="soft search: α of the paper's Loss = α Loss_GSU + β Loss_ESU"
+    )
+    time_buckets: int = Field(24, ge=2, description="time-gap buckets, PAD included")
+
+
 class SIM(BehaviorSequenceModel):
     """Search-based User Interest Model: search the lifelong history, then attend over what was found.
 
@@ -75,18 +86,19 @@ class SIM(BehaviorSequenceModel):
     time_buckets (time-gap buckets incl. PAD, default 24).
     """
 
+    Options = SIMOptions
+    options: SIMOptions
+    has_auxiliary_loss = True
+
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
-        hp, dim = spec.hparams, self.dim
-        self.search = choice(hp, "search", SEARCH_MODES, "hard")
+        hp, dim, opts = spec.hparams, self.dim, self.options
+        self.search = opts.search
         self.search_k = positive_int(hp, "search_k")
         heads = positive_int(hp, "heads")
         attention_hidden = layer_sizes(hp, "attention_hidden")
-        time_buckets = hp.get("time_buckets", DEFAULT_TIME_BUCKETS)
-        if not isinstance(time_buckets, int) or isinstance(time_buckets, bool) or time_buckets < 2:
-            raise ValueError(f"hparams['time_buckets'] = {time_buckets!r}: must be an int >= 2")
 
-        self.time_gap = TimeGapEmbedding(dim, time_buckets)
+        self.time_gap = TimeGapEmbedding(dim, opts.time_buckets)
         self.exact_search = MultiHeadTargetAttention(2 * dim, 3 * dim, heads)
         self.short_attention = TargetAttention(2 * dim, attention_hidden, activation="sigmoid")
         self.mlp = MLP(
@@ -99,7 +111,7 @@ class SIM(BehaviorSequenceModel):
         required = ["user", "item", "category", "ts", "hist_item", "hist_category"]
         if self.search == "soft":
             self.long_seq_len = positive_int(hp, "long_seq_len")
-            search_dim = positive_int(hp, "search_dim", dim)
+            search_dim = opts.search_dim or dim
             vocab = spec.vocab_sizes
             # Full or double-hashed like the main tables (hparams embedding), at a larger scale.
             self.search_item = make_embedding(vocab["item"], search_dim, "item", hp)
@@ -110,14 +122,13 @@ class SIM(BehaviorSequenceModel):
             self.search_target = nn.Linear(2 * search_dim, search_dim, bias=False)  # W_a
             self.search_behavior = nn.Linear(2 * search_dim, search_dim, bias=False)  # W_b
             self.search_head = MLP(4 * search_dim, attention_hidden, activation="prelu", out_dim=1)
-            self.gsu_weight = non_negative(hp, "gsu_weight", DEFAULT_GSU_WEIGHT)
+            self.gsu_weight = opts.gsu_weight
             required += ["long_item", "long_category", "long_ts"]
         else:
             required += ["cat_item", "cat_ts"]
         # Per instance, as the keys depend on the search mode. (BehaviorSequenceModel's class tuple
         # narrows the attribute's type to its exact length for mypy.)
         self.required_inputs = tuple(required)
-        self._gsu_logit: torch.Tensor | None = None
 
     # --- General Search Unit -------------------------------------------------------------------
 
@@ -145,11 +156,6 @@ class SIM(BehaviorSequenceModel):
         behaviors = behaviors * mask.unsqueeze(-1).to(behaviors.dtype)
         return torch.cat([item, category], dim=-1), behaviors, mask
 
-    def relevance(self, batch: Batch) -> torch.Tensor:
-        """Soft search relevance r (B, M) of every long-history behavior to the candidate; -inf at PAD."""
-        long = {name: batch[f"long_{name}"] for name in ("item", "category")}
-        return self._relevance(*self._search_space(batch, long))
-
     def _relevance(self, target: torch.Tensor, behaviors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # (W_b s_l) · (W_a s_a) = s_l · W_bᵀ (W_a s_a): one (2S) query per candidate instead of
         # projecting all M behaviors.
@@ -173,17 +179,17 @@ class SIM(BehaviorSequenceModel):
         return index, long_item.gather(1, index) != PAD
 
     def _soft_search(
-        self, batch: Batch
+        self, batch: Batch, with_gsu_logit: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Retrieved items, categories, timestamps (B, K) with PAD where nothing real was found, and
-        in training mode the GSU sub-model's logit (B,) (None in eval mode: only its loss uses it)."""
+        with `with_gsu_logit` the GSU sub-model's logit (B,) (else None: only its loss uses it)."""
         long, _ = self._long_history(batch)
         target, behaviors, mask = self._search_space(batch, long)
         relevance = self._relevance(target, behaviors, mask)  # (B, M')
         index, found = self._top_k(relevance, long["item"])
 
         gsu_logit = None
-        if self.training:
+        if with_gsu_logit:
             weights = relevance.masked_fill(~mask, 0.0)  # (B, M')
             count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(weights.dtype)
             pooled = torch.matmul(weights.unsqueeze(1), behaviors).squeeze(1) / count  # U_r (B, 2S)
@@ -196,14 +202,25 @@ class SIM(BehaviorSequenceModel):
 
     # --- Exact Search Unit and the rest ---------------------------------------------------------
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        """Logits (B,) for a batch holding `required_inputs` (see training.models.base)."""
+    @overload
+    def forward(self, batch: Batch) -> torch.Tensor: ...
+    @overload
+    def forward(self, batch: Batch, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def forward(
+        self, batch: Batch, labels: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B,) for a batch holding `required_inputs` (see training.models.base); with the
+        click labels (training), (logits, the auxiliary loss): under soft search gsu_weight × the
+        BCE of the GSU sub-model's logit against the labels, zero under hard search."""
+        gsu_logit = None
         user = self.embeddings.user(batch)  # (B, D)
         target, history, hist_mask = self.embeddings.target_and_history(batch)  # (B, 2D), (B, L, 2D), (B, L)
         short_term = self.short_attention(target, history, hist_mask)  # (B, 2D)
 
         if self.search == "soft":
-            found_item, found_category, found_ts, self._gsu_logit = self._soft_search(batch)  # (B, K) each
+            with_gsu = labels is not None and self.gsu_weight != 0.0
+            found_item, found_category, found_ts, gsu_logit = self._soft_search(batch, with_gsu)  # (B, K)
         else:
             found_item, found_ts = batch["cat_item"], batch["cat_ts"]  # (B, K)
             # Every hard-search hit shares the candidate's category.
@@ -222,15 +239,13 @@ class SIM(BehaviorSequenceModel):
             [user, long_term, short_term, target, intensity], dim=1
         )  # (B, D + h·3D + 4D + 1)
         features = self.with_dense(batch, features)  # (B, ... + dense width) when hparams dense is on
-        return self.mlp(features).squeeze(1) + self.position_logit(batch)
-
-    def auxiliary_loss(self, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Soft search: gsu_weight × the BCE of the GSU sub-model's logit of the last training-mode
-        forward against `labels` (B,); zero under hard search, without labels or outside training."""
-        if self._gsu_logit is None or labels is None or self.gsu_weight == 0.0:
-            return super().auxiliary_loss(labels)
-        bce = nn.functional.binary_cross_entropy_with_logits(self._gsu_logit.float(), labels.float())
-        return self.gsu_weight * bce
+        logits = self.mlp(features).squeeze(1) + self.position_logit(batch)
+        if labels is None:
+            return logits
+        if gsu_logit is None:
+            return logits, self.zero_loss()
+        bce = nn.functional.binary_cross_entropy_with_logits(gsu_logit.float(), labels.float())
+        return logits, self.gsu_weight * bce
 
     def regularization(self, batch: Batch) -> torch.Tensor:
         """Mini-batch aware L2 over the main tables, and under soft search the search tables' rows

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import torch
+from pydantic import Field, PositiveInt
 
 from seqrank.schema import PAD
 from training.layers import MLP, Embedding, batch_embedding_l2
-from training.layers.hparams import layer_sizes, positive_int
-from training.models import register
-from training.models.base import Batch, ModelSpec
+from training.layers.hparams import layer_sizes
+from training.models.base import Batch, ModelOptions, ModelSpec
 from training.models.sequence import BehaviorSequenceModel
-
-DEFAULT_CROSS_BUCKETS = 100_000
 
 
 def cross_rows(left: torch.Tensor, right: torch.Tensor, right_size: int, buckets: int) -> torch.Tensor:
@@ -30,7 +28,10 @@ def distinct_per_row(rows: torch.Tensor) -> torch.Tensor:
     return ordered.masked_fill(repeat, PAD)
 
 
-@register("wide_deep")
+class WideDeepOptions(ModelOptions):
+    cross_buckets: PositiveInt = Field(100_000, description="C, hashed rows of each cross-product table")
+
+
 class WideDeep(BehaviorSequenceModel):
     """Wide & Deep: a linear model over sparse ids and their crosses (memorization) trained jointly
     with an Embedding&MLP (generalization); the two logits are summed (Cheng et al. 2016, eq. 3).
@@ -57,10 +58,13 @@ class WideDeep(BehaviorSequenceModel):
     input unless "off"), and the option cross_buckets (C, default 100,000).
     """
 
+    Options = WideDeepOptions
+    options: WideDeepOptions
+
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         hp, dim, vocab = spec.hparams, self.dim, spec.vocab_sizes
-        self.cross_buckets = positive_int(hp, "cross_buckets", DEFAULT_CROSS_BUCKETS)
+        self.cross_buckets = self.options.cross_buckets
         self.wide_user = Embedding(vocab["user"], 1)
         self.wide_item = Embedding(vocab["item"], 1)
         self.wide_category = Embedding(vocab["category"], 1)
