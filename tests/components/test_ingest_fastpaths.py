@@ -10,8 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from components.ingest import exchange
-from components.ingest import transforms as tf
+from components.ingest import dedupe, exchange, item_stats, vocab
 from components.ingest.records import CLEAN, _blank, _contains_nul, _string_buffers
 from components.ingest.sources import _Lines, _nonblank
 
@@ -35,13 +34,13 @@ def test_partition_files_round_trip_rows_by_key_in_order(tmp_path: Path) -> None
 
 def test_stable_hash_depends_only_on_the_value() -> None:
     values = pa.array(TRICKY)
-    h = tf.stable_hash(values)
+    h = dedupe.stable_hash(values)
     assert h[TRICKY.index("")] == h[TRICKY.index(None)]  # null hashes like ""
     assert len(set(h.tolist())) == len(TRICKY) - 1
-    np.testing.assert_array_equal(tf.stable_hash(values.slice(3, 5)), h[3:8])
-    np.testing.assert_array_equal(tf.stable_hash(pa.chunked_array([values[:4], values[4:]])), h)
-    np.testing.assert_array_equal(tf.stable_hash(values.cast(pa.large_string())), h)
-    many = tf.stable_hash(pa.array([f"e{i}" for i in range(20_000)]))
+    np.testing.assert_array_equal(dedupe.stable_hash(values.slice(3, 5)), h[3:8])
+    np.testing.assert_array_equal(dedupe.stable_hash(pa.chunked_array([values[:4], values[4:]])), h)
+    np.testing.assert_array_equal(dedupe.stable_hash(values.cast(pa.large_string())), h)
+    many = dedupe.stable_hash(pa.array([f"e{i}" for i in range(20_000)]))
     assert len(np.unique(many)) == 20_000
     # Buckets are used modulo small numbers: they must come out even.
     assert np.bincount((many % np.uint64(7)).astype(np.int64)).min() > 20_000 / 7 * 0.9
@@ -86,11 +85,11 @@ def test_dedup_is_exact_even_when_every_hash_collides(monkeypatch: pytest.Monkey
         (5, "u1", "i1", 1, None, "r1", None, "c1"),  # differs in position: not a copy
         (5, "u1", "i1", 1, None, "r1", 2, "c1"),
     ]
-    unique, dropped = tf.dedup([_events(rows)])
+    unique, dropped = dedupe.dedup([_events(rows)])
     assert dropped == 3
     assert unique.column("seq").to_pylist() == [0, 2, 3, 5]
-    monkeypatch.setattr(tf, "stable_hash", lambda arr: np.zeros(len(arr), np.uint64))
-    again, dropped_again = tf.dedup([_events(rows)])
+    monkeypatch.setattr(dedupe, "stable_hash", lambda arr: np.zeros(len(arr), np.uint64))
+    again, dropped_again = dedupe.dedup([_events(rows)])
     assert again.equals(unique) and dropped_again == 3
 
 
@@ -105,7 +104,7 @@ def test_latest_category_and_item_day_sums_match_a_sort() -> None:
             "seq": pa.array(rng.permutation(n).astype(np.int64)),
         }
     )
-    got = tf._latest_category(table).to_pandas().sort_values("item_id").reset_index(drop=True)
+    got = vocab._latest_category(table).to_pandas().sort_values("item_id").reset_index(drop=True)
     frame = table.to_pandas().sort_values(["ts", "seq"])
     want = frame.groupby("item_id", as_index=False).last().sort_values("item_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(got, want[got.columns])
@@ -117,8 +116,8 @@ def test_latest_category_and_item_day_sums_match_a_sort() -> None:
             "impressions": pa.array(rng.integers(0, 3, n)),
             "clicks": pa.array(rng.integers(0, 2, n)),
         },
-        schema=tf.ITEM_DAYS,
+        schema=item_stats.ITEM_DAYS,
     )
-    merged = tf.merge_item_days([counts.slice(0, 700), counts.slice(700)]).to_pandas()
+    merged = item_stats.merge_item_days([counts.slice(0, 700), counts.slice(700)]).to_pandas()
     want_days = counts.to_pandas().groupby(["item", "day"], as_index=False).sum()
     pd.testing.assert_frame_equal(merged.sort_values(["item", "day"]).reset_index(drop=True), want_days)

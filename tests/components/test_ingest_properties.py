@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from components import ingest
-from components.ingest import transforms as tf
+from components.ingest import shards as tf
 from seqrank.config import IngestConfig
 from seqrank.schema import BEHAVIORS, EXAMPLES
 from seqrank.storage import read_table
