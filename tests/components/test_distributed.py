@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from seqrank.paths import StatePaths
-from tests.synthetic_training import write_training_ingest
+from tests.helpers.synthetic import write_training_ingest
 from training.data import load_ingest
 from training.trainer import slice_masks
 

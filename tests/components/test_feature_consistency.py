@@ -11,7 +11,7 @@ import pytest
 from seqrank.config import FeatureConfig
 from seqrank.schema import USERS
 from seqrank.storage import write_table
-from tests.synthetic_training import write_training_ingest
+from tests.helpers.synthetic import write_training_ingest
 
 # Shorter than the longest synthetic histories (up to 59), so the cut is exercised; chunks smaller
 # than the user count, so rows cross chunk boundaries.

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.components.test_features import CFG, N_CATEGORIES, make_ingest_dir
+from tests.helpers.feature_store import CFG, N_CATEGORIES, make_ingest_dir
 
 
 def _online_rows(feast_dir: Path, view: str) -> list[tuple]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.components.test_features import CFG, LONG_USER, N_CATEGORIES, make_ingest_dir
+from tests.helpers.feature_store import CFG, LONG_USER, N_CATEGORIES, make_ingest_dir
 
 LATER = 1_800_000_000_000  # after every generated behavior
 

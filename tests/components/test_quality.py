@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from seqrank.config import ModelConfig, TrainConfig
-from tests.synthetic_training import write_long_term_ingest
+from tests.helpers.synthetic import write_long_term_ingest
 from training.data import load_ingest
 from training.trainer import fit
 

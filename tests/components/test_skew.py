@@ -8,23 +8,25 @@ from pathlib import Path
 import pytest
 
 from components.validate.skew import audit
-from tests.components.test_features import CFG, LONG_USER
-from tests.unit.test_serving import SERVE_CFG, _raw_ids, env  # noqa: F401 - env is a fixture
+from tests.helpers.feature_store import CFG, LONG_USER
+from tests.helpers.serving import SERVE_CFG, raw_ids
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 
 @pytest.fixture(scope="module")
-def request_log(env) -> Path:  # noqa: F811 - the imported fixture
+def request_log(serving_env) -> Path:
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
 
-    log_dir = env["root"] / "requests"
-    items = list(_raw_ids(env["ingest"], "item").values())[:10]
-    users = _raw_ids(env["ingest"], "user")
+    log_dir = serving_env["root"] / "requests"
+    items = list(raw_ids(serving_env["ingest"], "item").values())[:10]
+    users = raw_ids(serving_env["ingest"], "user")
     logged = SERVE_CFG.model_copy(update={"request_log_sample": 1.0})
-    with TestClient(create_app(env["bundle"], env["feast"], logged, request_log_dir=log_dir)) as client:
+    with TestClient(
+        create_app(serving_env["bundle"], serving_env["feast"], logged, request_log_dir=log_dir)
+    ) as client:
         for user in (users[LONG_USER], users[1], users[2], "never-seen-user"):
             assert client.post("/rank", json={"user_id": user, "candidates": items}).status_code == 200
     return log_dir
@@ -44,20 +46,20 @@ def test_every_sampled_request_is_logged_with_its_features(request_log: Path) ->
     assert set(long_user["category_features"]) == {"cat_seq_item", "cat_seq_ts"}
 
 
-def test_consistent_store_has_no_skew(env, request_log: Path) -> None:  # noqa: F811
-    report = audit(request_log, env["ingest"], CFG.category_k)
+def test_consistent_store_has_no_skew(serving_env, request_log: Path) -> None:
+    report = audit(request_log, serving_env["ingest"], CFG.category_k)
     assert report["requests"] == 4
     assert all(rate == 0.0 for rate in report["mismatch_rate"].values()), report
 
 
-def test_planted_mismatch_is_found_and_named(env, request_log: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_planted_mismatch_is_found_and_named(serving_env, request_log: Path, tmp_path: Path) -> None:
     lines = _lines(request_log)
     lines[0]["features"]["seq_item"][-1] += 1  # the service read a wrong latest item
     lines[0]["category_features"]["cat_seq_ts"] = lines[0]["category_features"]["cat_seq_ts"][:-1]
     planted = tmp_path / "planted"
     planted.mkdir()
     (planted / "requests-20260101.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    report = audit(planted, env["ingest"], CFG.category_k)
+    report = audit(planted, serving_env["ingest"], CFG.category_k)
     assert report["mismatches"] == {
         "seq_item": 1,
         "seq_category": 0,

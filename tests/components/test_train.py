@@ -9,7 +9,7 @@ import pytest
 
 from seqrank.config import PipelineConfig, from_dict
 from seqrank.paths import StatePaths
-from tests.synthetic_training import write_training_ingest
+from tests.helpers.synthetic import write_training_ingest
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from components import validate
 from seqrank.config import ValidateConfig
-from tests.synthetic_training import write_training_ingest
+from tests.helpers.synthetic import write_training_ingest
 
 CFG = ValidateConfig(min_examples=10)
 

@@ -14,7 +14,7 @@ import pytest
 from components import validate
 from feature_repo import TIMESTAMP_FIELD, USER_BEHAVIOR, USER_CATEGORY_BEHAVIOR, table_path
 from seqrank.config import ValidateConfig
-from tests.components.test_features import CFG, make_ingest_dir
+from tests.helpers.feature_store import CFG, make_ingest_dir
 
 VALIDATE = ValidateConfig(max_feature_staleness_hours=48)
 

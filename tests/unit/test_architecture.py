@@ -70,3 +70,21 @@ def test_a_wrong_way_import_breaks_the_core_contract(graph: grimp.ImportGraph) -
         for link in chain
     ]
     assert {"importer": "seqrank.storage", "imported": "training.trainer", "line_numbers": (3,)} in chains
+
+
+def test_no_test_module_imports_another() -> None:
+    # Shared builders live in tests/helpers/ and fixtures in conftest.py, so a test module can be
+    # read, moved or deleted on its own.
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in sorted(root.rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            offenders += [
+                f"{path.relative_to(root)}:{node.lineno} imports {name}"
+                for name in names
+                if name.startswith("tests.") and name.rsplit(".", 1)[-1].startswith("test_")
+            ]
+    assert not offenders, "\n".join(offenders)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from seqrank.config import ModelConfig, TrainConfig
-from tests.synthetic_training import write_training_ingest
+from tests.helpers.synthetic import write_training_ingest
 from training import checkpoint
 from training.data import load_ingest
 from training.models import load_model

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from seqrank.schema import ITEM_STATS
-from tests.synthetic_training import write_training_ingest
-from tests.unit.test_models import HPARAMS, VOCAB, B, assert_learns, assert_round_trip, fixed_batch
+from tests.helpers.models import HPARAMS, VOCAB, B, assert_learns, assert_round_trip, fixed_batch
+from tests.helpers.synthetic import write_training_ingest
 from training.data import BatchBuilder, load_ingest
 from training.dense import DENSE_FEATURES, PRIOR_CTR, PRIOR_IMPRESSIONS, ItemDense, dense_features
 from training.layers.autodis import AutoDis, DenseFeatures, Standardize, make_dense
@@ -238,9 +238,9 @@ def test_dense_off_reads_no_item_dense() -> None:
 def served(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from components import features
     from components.deploy.export import export_bundle
-    from tests.components.test_features import CFG, make_ingest_dir
-    from tests.unit.test_serving import HPARAMS as SERVING_HPARAMS
-    from tests.unit.test_serving import VOCAB_SIZES
+    from tests.helpers.feature_store import CFG, make_ingest_dir
+    from tests.helpers.serving import HPARAMS as SERVING_HPARAMS
+    from tests.helpers.serving import VOCAB_SIZES
 
     root = tmp_path_factory.mktemp("dense_serving")
     ingest_dir = make_ingest_dir(root / "ingest")

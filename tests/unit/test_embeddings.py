@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from seqrank.schema import PAD
-from tests.unit.test_models import HPARAMS, VOCAB, assert_learns, assert_round_trip, fixed_batch
+from tests.helpers.models import HPARAMS, VOCAB, assert_learns, assert_round_trip, fixed_batch
 from training.layers.embedding import BehaviorEmbeddings, DoubleHashEmbedding, Embedding, make_embedding
 from training.models import build_model
 from training.models.base import ModelSpec

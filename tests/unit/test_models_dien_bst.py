@@ -11,8 +11,8 @@ import torch
 
 from seqrank.config import ModelConfig, TrainConfig
 from seqrank.schema import PAD
-from tests.synthetic_training import write_training_ingest
-from tests.unit.test_models import HPARAMS, VOCAB, fixed_batch
+from tests.helpers.models import HPARAMS, VOCAB, fixed_batch
+from tests.helpers.synthetic import write_training_ingest
 from training.data import load_ingest
 from training.layers.gru import AUGRU, gather_steps, left_align
 from training.layers.transformer import TransformerEncoderLayer

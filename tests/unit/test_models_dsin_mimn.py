@@ -13,8 +13,8 @@ import torch
 
 from seqrank.config import ModelConfig, TrainConfig
 from seqrank.schema import PAD
-from tests.synthetic_training import write_training_ingest
-from tests.unit.test_models import HPARAMS, VOCAB, L, M, fixed_batch
+from tests.helpers.models import HPARAMS, VOCAB, L, M, fixed_batch
+from tests.helpers.synthetic import write_training_ingest
 from training.data import load_ingest
 from training.layers.memory import MemoryState, UserInterestMemory
 from training.layers.session import SessionBiasEncoding, split_sessions

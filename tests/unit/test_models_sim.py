@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from seqrank.schema import PAD
-from tests.unit.test_models import HPARAMS, VOCAB, B, K, M, assert_learns, assert_round_trip, fixed_batch
+from tests.helpers.models import HPARAMS, VOCAB, B, K, M, assert_learns, assert_round_trip, fixed_batch
 from training.dense import DENSE_FEATURES
 from training.layers.multihead import MultiHeadTargetAttention
 from training.models import ModelSpec, build_model, load_model, save_model

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seqrank.schema import PAD
-from tests.unit.test_models import HPARAMS, VOCAB, fixed_batch
+from tests.helpers.models import HPARAMS, VOCAB, fixed_batch
 from training.layers import leading_pad_columns, longest_row
 from training.models import ModelSpec, build_model
 

@@ -6,7 +6,6 @@ import shutil
 import socket
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -14,77 +13,38 @@ import pytest
 import torch
 
 from seqrank.config import ServeConfig
-from tests.components.test_features import (
-    CFG,
+from tests.helpers.feature_store import (
     EMPTY_USER,
     LONG_USER,
-    N_CATEGORIES,
     N_ITEMS,
     N_USERS,
     expected_tail,
-    make_ingest_dir,
 )
+from tests.helpers.serving import SEQ_LEN, SERVE_CFG, TOKEN, raw_ids, write_bundle
 
 # fastapi.testclient warns that starlette will move to httpx2; nothing to act on in these tests.
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
-SEQ_LEN = 20
-HPARAMS = {"embedding_dim": 8, "seq_len": SEQ_LEN, "attention_hidden": [16, 8], "mlp_hidden": [16, 8]}
-VOCAB_SIZES = {"user": N_USERS + 1, "item": N_ITEMS + 1, "category": N_CATEGORIES + 1, "brand": 4}
-SERVE_CFG = ServeConfig(max_candidates=50, max_body_bytes=4_000)
-TOKEN = "s3cret-token"
-
-
-def write_bundle(target: Path, ingest_dir: Path, work: Path, name: str, version: str, seed: int) -> Path:
-    """A serving bundle exported by the deploy step's own exporter, around a tiny untrained model."""
-    from components.deploy.export import export_bundle
-    from training.models import ModelSpec, build_model, save_model
-
-    torch.manual_seed(seed)
-    model = build_model(ModelSpec(name, hparams=dict(HPARAMS), vocab_sizes=dict(VOCAB_SIZES)))
-    model_dir = work / f"model-{name}-{seed}"
-    save_model(model, model_dir)
-    export_bundle(
-        ingest_dir, model_dir, target, {"model_version": version, "run_id": f"run-{seed}", "metrics": {}}
-    )
-    return target
-
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from components import features
-
-    root = tmp_path_factory.mktemp("serving")
-    ingest_dir = make_ingest_dir(root / "ingest")
-    features.run(ingest_dir, root / "feast", CFG)
-    bundle = write_bundle(root / "bundle", ingest_dir, root, "din", "seqrank-ranker/1", seed=0)
-    return {"root": root, "ingest": ingest_dir, "feast": root / "feast", "bundle": bundle}
-
-
-@pytest.fixture(scope="module")
-def client(env):
+def client(serving_env):
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
 
-    with TestClient(create_app(env["bundle"], env["feast"], SERVE_CFG)) as test_client:
+    with TestClient(create_app(serving_env["bundle"], serving_env["feast"], SERVE_CFG)) as test_client:
         yield test_client
 
 
-def _raw_ids(ingest_dir: Path, entity: str) -> dict[int, str]:
-    table = pq.read_table(ingest_dir / "vocab" / f"{entity}.parquet")
-    return dict(zip(table.column("index").to_pylist(), table.column("raw").to_pylist(), strict=True))
-
-
-def test_batch_follows_the_model_convention(env):
+def test_batch_follows_the_model_convention(serving_env):
     from serving.bundle import load_bundle
     from serving.features import OnlineFeatures
     from serving.ranking import build_batch
 
-    bundle = load_bundle(env["bundle"])
-    online = OnlineFeatures(env["feast"])
-    users, items = _raw_ids(env["ingest"], "user"), _raw_ids(env["ingest"], "item")
-    item_table = pq.read_table(env["ingest"] / "items").to_pylist()
+    bundle = load_bundle(serving_env["bundle"])
+    online = OnlineFeatures(serving_env["feast"])
+    users, items = raw_ids(serving_env["ingest"], "user"), raw_ids(serving_env["ingest"], "item")
+    item_table = pq.read_table(serving_env["ingest"] / "items").to_pylist()
     category_of = {row["item"]: row["category"] for row in item_table}
 
     candidates = [items[3], "never-seen-item", items[N_ITEMS]]
@@ -94,7 +54,7 @@ def test_batch_follows_the_model_convention(env):
     assert batch["item"].tolist() == [3, 0, N_ITEMS]
     assert batch["category"].tolist() == [category_of[3], 0, category_of[N_ITEMS]]
     assert batch["ts"].tolist() == [1_800_000_000_000] * 3
-    tail = expected_tail(env["ingest"], LONG_USER, SEQ_LEN)
+    tail = expected_tail(serving_env["ingest"], LONG_USER, SEQ_LEN)
     for key in ("item", "category", "ts"):
         assert batch[f"hist_{key}"].shape == (3, SEQ_LEN)
         assert batch[f"hist_{key}"].dtype == torch.int64
@@ -105,9 +65,9 @@ def test_batch_follows_the_model_convention(env):
     short_user = next(
         u
         for u in range(3, N_USERS + 1)
-        if len(expected_tail(env["ingest"], u, SEQ_LEN)["seq_item"]) < SEQ_LEN
+        if len(expected_tail(serving_env["ingest"], u, SEQ_LEN)["seq_item"]) < SEQ_LEN
     )
-    short = expected_tail(env["ingest"], short_user, SEQ_LEN)["seq_item"]
+    short = expected_tail(serving_env["ingest"], short_user, SEQ_LEN)["seq_item"]
     batch = build_batch(bundle, users[short_user], candidates, online.user_sequence(short_user), 0)
     row = batch["hist_item"][0].numpy()
     assert (row[: SEQ_LEN - len(short)] == 0).all()
@@ -116,14 +76,14 @@ def test_batch_follows_the_model_convention(env):
     assert batch["user"].tolist() == [0] * 3 and int(batch["hist_item"].abs().sum()) == 0
 
 
-def test_rank_scores_every_candidate_sorted(env, client, monkeypatch):
+def test_rank_scores_every_candidate_sorted(serving_env, client, monkeypatch):
     from serving.bundle import load_bundle
     from serving.features import OnlineFeatures
     from serving.ranking import build_batch
 
     now_ms = 1_800_000_000_000
     monkeypatch.setattr(client.app.state.service, "now_ms", lambda: now_ms)
-    users, items = _raw_ids(env["ingest"], "user"), _raw_ids(env["ingest"], "item")
+    users, items = raw_ids(serving_env["ingest"], "user"), raw_ids(serving_env["ingest"], "item")
     candidates = [items[i] for i in range(1, 21)]
     response = client.post("/rank", json={"user_id": users[LONG_USER], "candidates": candidates})
     assert response.status_code == 200, response.text
@@ -136,8 +96,8 @@ def test_rank_scores_every_candidate_sorted(env, client, monkeypatch):
     assert all(0.0 < s < 1.0 for s in scores)
 
     # The same numbers as the model gives on the batch built outside the service.
-    bundle = load_bundle(env["bundle"])
-    sequence = OnlineFeatures(env["feast"]).user_sequence(LONG_USER)
+    bundle = load_bundle(serving_env["bundle"])
+    sequence = OnlineFeatures(serving_env["feast"]).user_sequence(LONG_USER)
     batch = build_batch(bundle, users[LONG_USER], candidates, sequence, now_ms)
     with torch.inference_mode():
         expected = torch.sigmoid(bundle.model({k: v.contiguous() for k, v in batch.items()})).numpy()
@@ -146,8 +106,8 @@ def test_rank_scores_every_candidate_sorted(env, client, monkeypatch):
 
 
 @pytest.mark.parametrize("user_id", ["nobody", "u-new-42"])
-def test_unknown_user_and_items_get_defaults(env, client, user_id):
-    items = _raw_ids(env["ingest"], "item")
+def test_unknown_user_and_items_get_defaults(serving_env, client, user_id):
+    items = raw_ids(serving_env["ingest"], "item")
     candidates = ["brand-new-item", items[1], "another-new-one"]
     response = client.post("/rank", json={"user_id": user_id, "candidates": candidates})
     assert response.status_code == 200, response.text
@@ -158,8 +118,8 @@ def test_unknown_user_and_items_get_defaults(env, client, user_id):
     assert scores["brand-new-item"] == pytest.approx(scores["another-new-one"])
 
 
-def test_user_without_behaviors_is_served(env, client):
-    users, items = _raw_ids(env["ingest"], "user"), _raw_ids(env["ingest"], "item")
+def test_user_without_behaviors_is_served(serving_env, client):
+    users, items = raw_ids(serving_env["ingest"], "user"), raw_ids(serving_env["ingest"], "item")
     response = client.post("/rank", json={"user_id": users[EMPTY_USER], "candidates": [items[1], items[2]]})
     assert response.status_code == 200, response.text
 
@@ -220,18 +180,18 @@ def test_admin_is_disabled_without_token(client, monkeypatch):
     assert "disabled" in response.json()["detail"]
 
 
-def test_admin_reload_needs_token_and_keeps_last_good_model(env, tmp_path, monkeypatch):
+def test_admin_reload_needs_token_and_keeps_last_good_model(serving_env, tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
 
     bundle_dir = tmp_path / "champion"
-    shutil.copytree(env["bundle"], bundle_dir)
+    shutil.copytree(serving_env["bundle"], bundle_dir)
     monkeypatch.setenv("SEQRANK_ADMIN_TOKEN", TOKEN)
-    items = _raw_ids(env["ingest"], "item")
+    items = raw_ids(serving_env["ingest"], "item")
     request = {"user_id": "u1", "candidates": [items[1], items[2], items[3]]}
 
-    with TestClient(create_app(bundle_dir, env["feast"], SERVE_CFG)) as client:
+    with TestClient(create_app(bundle_dir, serving_env["feast"], SERVE_CFG)) as client:
         assert client.post("/admin/reload").status_code == 403
         assert client.post("/admin/reload", headers={"X-Admin-Token": "wrong"}).status_code == 403
         before = client.post("/rank", json=request).json()
@@ -247,7 +207,7 @@ def test_admin_reload_needs_token_and_keeps_last_good_model(env, tmp_path, monke
 
         # A good new bundle (another model family, another version) replaces it.
         shutil.rmtree(bundle_dir)
-        write_bundle(bundle_dir, env["ingest"], tmp_path, "emb_mlp", "seqrank-ranker/2", seed=1)
+        write_bundle(bundle_dir, serving_env["ingest"], tmp_path, "emb_mlp", "seqrank-ranker/2", seed=1)
         response = client.post("/admin/reload", headers={"X-Admin-Token": TOKEN})
         assert response.status_code == 200, response.text
         assert response.json() == {
@@ -266,7 +226,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_real_uvicorn_server(env):
+def test_real_uvicorn_server(serving_env):
     import httpx
 
     from serving.app import make_server
@@ -274,7 +234,7 @@ def test_real_uvicorn_server(env):
     cfg = ServeConfig(port=_free_port(), max_candidates=50, max_body_bytes=4_000)
     assert cfg.host == "127.0.0.1"
     threads = torch.get_num_threads()  # make_server sets it process-wide; later tests keep theirs
-    server = make_server(env["bundle"], env["feast"], cfg)
+    server = make_server(serving_env["bundle"], serving_env["feast"], cfg)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -282,7 +242,7 @@ def test_real_uvicorn_server(env):
         while not server.started:
             assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
             time.sleep(0.05)
-        items = _raw_ids(env["ingest"], "item")
+        items = raw_ids(serving_env["ingest"], "item")
         base = f"http://127.0.0.1:{cfg.port}"
         with httpx.Client(base_url=base, timeout=10) as http:
             assert http.get("/healthz").json()["loaded"] is True

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from seqrank.config import ServeConfig
-from tests.components.test_features import CFG, LONG_USER, N_CATEGORIES, N_ITEMS, N_USERS, make_ingest_dir
-from tests.unit.test_serving import VOCAB_SIZES, _raw_ids
+from tests.helpers.feature_store import CFG, LONG_USER, N_CATEGORIES, N_ITEMS, N_USERS, make_ingest_dir
+from tests.helpers.serving import VOCAB_SIZES, raw_ids
 from training.data import Behaviors
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
@@ -88,7 +88,7 @@ def test_hard_search_rows_from_feast_equal_the_training_index_for_every_user(env
     bundle = load_bundle(env["hard"])
     online = OnlineFeatures(env["feast"])
     behaviors = read_behaviors(env["ingest"])
-    users, items = _raw_ids(env["ingest"], "user"), _raw_ids(env["ingest"], "item")
+    users, items = raw_ids(env["ingest"], "user"), raw_ids(env["ingest"], "item")
     candidates = [items[i] for i in range(1, N_ITEMS + 1)] + ["never-seen-item"]
     category = item_categories(env["ingest"])[np.r_[1 : N_ITEMS + 1, 0]]  # the unknown item: PAD
     k = HPARAMS["search_k"]
@@ -118,7 +118,7 @@ def test_rank_serves_sim_on_the_rows_training_would_build(env, search, monkeypat
     from serving.app import create_app
 
     behaviors = read_behaviors(env["ingest"])
-    users, items = _raw_ids(env["ingest"], "user"), _raw_ids(env["ingest"], "item")
+    users, items = raw_ids(env["ingest"], "user"), raw_ids(env["ingest"], "item")
     candidates = [items[i] for i in range(1, 31)] + ["never-seen-item"]
     category = item_categories(env["ingest"])[np.r_[1:31, 0]]
 

@@ -11,7 +11,7 @@ import pytest
 
 from seqrank.schema import EXAMPLES, PAD
 from seqrank.storage import write_table
-from tests.synthetic_training import write_training_ingest
+from tests.helpers.synthetic import write_training_ingest
 from training.data import BATCH_KEYS, BatchBuilder, Behaviors, Examples, IngestData, load_ingest
 
 

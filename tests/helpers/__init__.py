@@ -1,0 +1,1 @@
+"""Builders of small test data and models that several test modules share."""
