@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from seqrank.config import GeneratorConfig, IngestConfig, ModelConfig, TrainConfig
 from seqrank.schema import SPLITS
-from training.data import Examples, IngestData, load_ingest
+from training.ingest_data import Examples, IngestData, load_ingest
 from training.metrics import auc, gauc
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,8 @@ def _scores(users: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dict[st
 
 
 def _model_names(models: list[str] | None) -> list[str]:
-    from training.models import MODELS, _load_zoo
+    from training.models import MODELS
 
-    _load_zoo()
     if not models:
         return sorted(MODELS)
     unknown = [m for m in models if m not in MODELS]

@@ -24,17 +24,11 @@ import yaml
 from torch import nn
 
 from seqrank.config import ModelConfig, TrainConfig
-from training.data import BatchBuilder, Behaviors, Examples, IngestData
+from training.batching import BatchBuilder, batch_keys
+from training.ingest_data import Behaviors, Examples, IngestData
 from training.models import CtrModel, ModelSpec, build_model
-from training.trainer import (
-    batch_keys,
-    configure_threads,
-    make_optimizer,
-    model_spec,
-    resolve_device,
-    train_step,
-    tune_allocator,
-)
+from training.runtime import configure_threads, resolve_device, tune_allocator
+from training.trainer import make_optimizer, model_spec, train_step
 
 
 def synthetic_data(

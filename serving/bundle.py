@@ -22,21 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqrank.schema import ITEMS, PAD, VOCAB, VOCAB_ENTITIES, check_schema
+from training.batch import SERVED_INPUTS
 from training.dense import price_table
 from training.models import CtrModel, load_model
 
 log = logging.getLogger(__name__)
-
-# Batch keys the service builds (training/models/base.py); a model needing others cannot be served.
-SERVED_INPUTS = frozenset(
-    {
-        "user", "item", "category", "ts",
-        "hist_item", "hist_category", "hist_ts",
-        "long_item", "long_category", "long_ts",
-        "cat_item", "cat_ts",
-        "item_dense",
-    }
-)  # fmt: skip
 
 
 class BundleError(ValueError):
@@ -53,7 +43,7 @@ class Bundle:
     run_id: str
     metrics: dict[str, Any]
     seq_len: int  # history length the model was trained with (model.spec.hparams["seq_len"])
-    lengths: dict[str, int]  # positions per sequence group (training.data.sequence_lengths)
+    lengths: dict[str, int]  # positions per sequence group (training.batch.sequence_lengths)
     inputs: frozenset[str]  # the batch keys the model reads (required and optional)
     user_index: dict[str, int]
     item_index: dict[str, int]

@@ -9,6 +9,7 @@ import torch
 
 from seqrank.schema import PAD
 from serving.bundle import Bundle
+from training.batch import Batch
 from training.dense import STATS_COLUMNS, dense_features
 
 
@@ -37,13 +38,13 @@ def build_batch(
     now_ms: int,
     category_sequences: dict[int, dict[str, np.ndarray]] | None = None,
     item_stats: Mapping[str, np.ndarray] | None = None,
-) -> dict[str, torch.Tensor]:
+) -> Batch:
     """One row per candidate: user, item, category, ts (B,), and the sequence keys the model reads.
 
     hist_* (B, L) and long_* (B, M) are the latest behaviors of `sequence` (the Feast user_behavior
     row), one (1, L) tensor expanded to (B, L), not B copies. cat_item/cat_ts (B, K), for SIM's
     hard search, come from `category_sequences` (category index → the user_category_behavior row,
-    see `candidate_categories`); a candidate's row is its category's latest K behaviors.
+    the categories `categories_of` the candidates); a candidate's row is its category's latest K behaviors.
     item_dense (B, F), for models with hparams dense on, is `training.dense.dense_features` of the
     candidate's price (the bundle's item table) and `item_stats` (STATS_COLUMNS → (B,) arrays in
     candidate order, the Feast item_stats row of each candidate: `OnlineFeatures.item_stats` of
@@ -101,11 +102,6 @@ def _item_dense(bundle: Bundle, items: np.ndarray, stats: Mapping[str, np.ndarra
     return dense_features(price, stats["impressions_total"], stats["clicks_total"])
 
 
-def candidate_categories(bundle: Bundle, candidates: list[str]) -> np.ndarray:
-    """Category index of each candidate (B,), PAD for items the bundle does not know."""
-    return categories_of(bundle, candidate_items(bundle, candidates))
-
-
 def categories_of(bundle: Bundle, items: np.ndarray) -> np.ndarray:
     """Category index of each item index (B,) (`candidate_items`), PAD when unknown."""
     in_table = items < len(bundle.item_category)
@@ -129,7 +125,7 @@ def _category_rows(
     }
 
 
-def score(bundle: Bundle, batch: dict[str, torch.Tensor]) -> np.ndarray:
+def score(bundle: Bundle, batch: Batch) -> np.ndarray:
     """Click probabilities sigmoid(logit), shape (B,)."""
     with torch.inference_mode():
         logits = bundle.model(batch)

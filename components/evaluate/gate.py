@@ -40,9 +40,9 @@ def decide(cfg: GateConfig, challenger: float, champion: float | None) -> GateDe
 
 def run(data_dir: Path, challenger_run_id: str, cfg: PipelineConfig) -> dict[str, Any]:
     """Evaluate both models on this run's test split, record the decision on the challenger's run."""
-    from training.data import load_ingest
+    from training.evaluation import evaluate
+    from training.ingest_data import load_ingest
     from training.models import load_model
-    from training.trainer import evaluate
 
     paths = StatePaths(cfg.state_dir)
     client = tracking.client(paths)

@@ -135,9 +135,10 @@ def run(
     """
     from mlflow.entities import Metric, Param, RunStatus
 
-    from training.data import load_ingest
+    from training.distributed import distributed_context
+    from training.ingest_data import load_ingest
     from training.models import save_model
-    from training.trainer import distributed_context, fit
+    from training.trainer import fit
 
     ingest_dir = Path(ingest_dir)
     manifest = ingest_dir / "manifest.json"

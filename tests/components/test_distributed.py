@@ -14,8 +14,8 @@ import pytest
 
 from seqrank.paths import StatePaths
 from tests.helpers.synthetic import write_training_ingest
-from training.data import load_ingest
-from training.trainer import slice_masks
+from training.evaluation import slice_masks
+from training.ingest_data import load_ingest
 
 pytestmark = pytest.mark.slow
 

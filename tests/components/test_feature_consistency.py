@@ -25,7 +25,7 @@ USERS_N = 60
 def stores(tmp_path_factory: pytest.TempPathFactory):
     from components import features
     from serving.features import OnlineFeatures
-    from training.data import load_ingest
+    from training.ingest_data import load_ingest
 
     root = tmp_path_factory.mktemp("consistency")
     ingest_dir = write_training_ingest(root / "ingest", users=USERS_N, categories=8)
@@ -85,7 +85,7 @@ def test_category_subsequences_equal_training_for_now(stores):
 
 
 def test_pushed_behavior_keeps_online_equal_to_training(stores):
-    from training.data import Behaviors
+    from training.ingest_data import Behaviors
 
     # Last in the file on purpose: it changes the shared store for the user it pushes to.
     data, online = stores

@@ -179,7 +179,7 @@ def test_feature_tables_agree_with_the_schema_contracts(feature_store):
 
 def test_training_history_keys_match_sequence_features():
     from seqrank.schema import SEQUENCE_FEATURES
-    from training.data import HISTORY_KEYS
+    from training.batch import HISTORY_KEYS
 
     # Serving feeds seq_x where training fed hist_x: the suffixes must line up one to one.
     assert [k.removeprefix("hist_") for k in HISTORY_KEYS] == [

@@ -6,7 +6,7 @@ import pytest
 
 from seqrank.config import ModelConfig, TrainConfig
 from tests.helpers.synthetic import write_long_term_ingest
-from training.data import load_ingest
+from training.ingest_data import load_ingest
 from training.trainer import fit
 
 SHORT_WINDOW = 10

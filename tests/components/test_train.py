@@ -45,9 +45,9 @@ def test_run_records_a_complete_mlflow_run(
     import mlflow
 
     from components import tracking, train
-    from training.data import load_ingest
+    from training.evaluation import evaluate
+    from training.ingest_data import load_ingest
     from training.models import load_model
-    from training.trainer import evaluate
 
     work = tmp_path / "cwd"
     work.mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.layers import attention
+from training.layers import fused
 from training.layers.attention import TargetAttention
 
 DIM, LENGTH = 6, 7
@@ -53,17 +53,28 @@ def _assert_same(actual: list[torch.Tensor], expected: list[torch.Tensor]) -> No
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
     """Chunks of 4 candidates, so that a batch of 13 ends on a partial chunk."""
-    monkeypatch.setattr(attention, "_CHUNK_ROWS", 4 * LENGTH)
+    monkeypatch.setattr(fused, "_CHUNK_ROWS", 4 * LENGTH)
     return 4
+
+
+@pytest.fixture
+def fused_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per run of the fused unit, to tell which path a layer took."""
+    calls: list[int] = []
+    apply = fused.SigmoidUnit.apply
+    monkeypatch.setattr(fused.SigmoidUnit, "apply", lambda *a: calls.append(1) or apply(*a))
+    return calls
 
 
 @pytest.mark.parametrize("hidden", [(9, 5), (4,), (8, 6, 3)])
 @pytest.mark.parametrize("batch", [13, 4, 1])
-def test_forward_matches_concatenated_formula(small_chunks: int, hidden: tuple[int, ...], batch: int) -> None:
+def test_forward_matches_concatenated_formula(
+    small_chunks: int, fused_calls: list[int], hidden: tuple[int, ...], batch: int
+) -> None:
     unit, query, keys, mask = _inputs(batch, hidden)
     weights = torch.randn(query.shape, dtype=torch.float64)
     interest = unit(query, keys, mask)
-    assert type(interest.grad_fn).__name__ == "_SigmoidUnitBackward"
+    assert fused_calls == [1]
     _, expected = _reference(unit, query, keys, mask)
     torch.testing.assert_close(interest, expected, rtol=1e-10, atol=1e-10)
     _assert_same(
@@ -73,11 +84,13 @@ def test_forward_matches_concatenated_formula(small_chunks: int, hidden: tuple[i
 
 
 @pytest.mark.parametrize("hidden", [(9, 5), (4,)])
-def test_scores_match_concatenated_formula(small_chunks: int, hidden: tuple[int, ...]) -> None:
+def test_scores_match_concatenated_formula(
+    small_chunks: int, fused_calls: list[int], hidden: tuple[int, ...]
+) -> None:
     unit, query, keys, mask = _inputs(13, hidden)
     weights = torch.randn(mask.shape, dtype=torch.float64)
     scores = unit.scores(query, keys, mask)
-    assert type(scores.grad_fn).__name__ == "_SigmoidUnitBackward"
+    assert fused_calls == [1]
     expected, _ = _reference(unit, query, keys, mask)
     torch.testing.assert_close(scores, expected, rtol=1e-10, atol=1e-10)
     assert (scores[~mask] == 0).all()
@@ -89,7 +102,7 @@ def test_scores_match_concatenated_formula(small_chunks: int, hidden: tuple[int,
 
 def test_gradients_through_both_outputs(small_chunks: int) -> None:
     unit, query, keys, mask = _inputs(13, (9, 5))
-    scores, interest = unit._fused(query, keys, mask)
+    scores, interest = fused.sigmoid_unit(query, keys, mask, [unit.first, *unit.layers, unit.out])
     ref_scores, ref_interest = _reference(unit, query, keys, mask)
     w_scores = torch.randn(mask.shape, dtype=torch.float64)
     w_interest = torch.randn(query.shape, dtype=torch.float64)
@@ -104,61 +117,63 @@ def test_gradcheck(small_chunks: int) -> None:
     params = list(unit.parameters())
 
     def unit_fn(q: torch.Tensor, k: torch.Tensor, *p: torch.Tensor) -> torch.Tensor:
-        return attention._SigmoidUnit.apply(q, k, mask.double(), small_chunks, *p)[1]
+        return fused.SigmoidUnit.apply(q, k, mask.double(), small_chunks, *p)[1]
 
     assert torch.autograd.gradcheck(unit_fn, (query, keys, *params))
 
 
-def test_no_grad_forward_keeps_the_plain_path(small_chunks: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_grad_forward_keeps_the_plain_path(small_chunks: int, fused_calls: list[int]) -> None:
     # Inference (evaluation, serving) has nothing to save for backward: the plain ops serve it.
     unit, query, keys, mask = _inputs(13, (9, 5))
-    fused = []
-    apply = attention._SigmoidUnit.apply
-    monkeypatch.setattr(attention._SigmoidUnit, "apply", lambda *a: fused.append(1) or apply(*a))
     with torch.no_grad():
+        assert not fused.sigmoid_unit_applies(unit.activation, keys)
         torch.testing.assert_close(
             unit(query, keys, mask), _reference(unit, query, keys, mask)[1], rtol=1e-10, atol=1e-10
         )
-    assert not fused
+    assert not fused_calls
+    assert fused.sigmoid_unit_applies(unit.activation, keys)
     unit(query, keys, mask)
-    assert fused
+    assert fused_calls == [1]
 
 
-def _plain(unit: TargetAttention, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> None:
+def _plain(
+    unit: TargetAttention, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, calls: list[int]
+) -> torch.Tensor:
+    assert not fused.sigmoid_unit_applies(unit.activation, keys)
     out = unit(query, keys, mask)
-    assert type(out.grad_fn).__name__ != "_SigmoidUnitBackward"
+    assert not calls
+    return out
 
 
 @pytest.mark.parametrize("activation", ["relu", "prelu"])
-def test_other_activations_keep_the_plain_path(activation: str) -> None:
+def test_other_activations_keep_the_plain_path(fused_calls: list[int], activation: str) -> None:
     torch.manual_seed(0)
     unit = TargetAttention(DIM, (5, 3), activation=activation).double()
     query = torch.randn(3, DIM, dtype=torch.float64, requires_grad=True)
     keys = torch.randn(3, LENGTH, DIM, dtype=torch.float64)
-    _plain(unit, query, keys, torch.ones(3, LENGTH, dtype=torch.bool))
+    _plain(unit, query, keys, torch.ones(3, LENGTH, dtype=torch.bool), fused_calls)
 
 
-def test_autocast_keeps_the_plain_path() -> None:
+def test_autocast_keeps_the_plain_path(fused_calls: list[int]) -> None:
     unit, query, keys, mask = _inputs(3, (5, 3))
     unit.float()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _plain(unit, query.detach().float().requires_grad_(), keys.detach().float(), mask)
+        _plain(unit, query.detach().float().requires_grad_(), keys.detach().float(), mask, fused_calls)
 
 
-def test_compiling_keeps_the_plain_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiling_keeps_the_plain_path(fused_calls: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     unit, query, keys, mask = _inputs(3, (5, 3))
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    _plain(unit, query, keys, mask)
+    out = _plain(unit, query, keys, mask, fused_calls)
+    torch.testing.assert_close(out, _reference(unit, query, keys, mask)[1], rtol=1e-10, atol=1e-10)
 
 
-def test_other_devices_keep_the_plain_path() -> None:
+def test_other_devices_keep_the_plain_path(fused_calls: list[int]) -> None:
     unit = TargetAttention(DIM, (5, 3)).to("meta")
     query = torch.empty(3, DIM, device="meta", requires_grad=True)
     keys = torch.empty(3, LENGTH, DIM, device="meta")
     mask = torch.ones(3, LENGTH, dtype=torch.bool, device="meta")
-    out = unit(query, keys, mask)
-    assert out.shape == (3, DIM)
-    assert type(out.grad_fn).__name__ != "_SigmoidUnitBackward"
+    assert _plain(unit, query, keys, mask, fused_calls).shape == (3, DIM)
 
 
 def test_shape_errors_name_the_shapes() -> None:

@@ -10,7 +10,7 @@ import torch
 from seqrank.config import ModelConfig, TrainConfig
 from tests.helpers.synthetic import write_training_ingest
 from training import checkpoint
-from training.data import load_ingest
+from training.ingest_data import load_ingest
 from training.models import load_model
 from training.trainer import fit
 

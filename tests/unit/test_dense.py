@@ -13,12 +13,12 @@ import torch
 from seqrank.schema import ITEM_STATS
 from tests.helpers.models import HPARAMS, VOCAB, B, assert_learns, assert_round_trip, fixed_batch
 from tests.helpers.synthetic import write_training_ingest
-from training.data import BatchBuilder, load_ingest
-from training.dense import DENSE_FEATURES, PRIOR_CTR, PRIOR_IMPRESSIONS, ItemDense, dense_features
+from training.batching import BatchBuilder, batch_keys
+from training.dense import DENSE_FEATURES, PRIOR_CTR, PRIOR_IMPRESSIONS, dense_features
+from training.ingest_data import ItemDense, load_ingest
 from training.layers.autodis import AutoDis, DenseFeatures, Standardize, make_dense
 from training.models import build_model, save_model
 from training.models.base import ModelSpec
-from training.trainer import batch_keys
 
 F = len(DENSE_FEATURES)
 DAY = 86_400_000
@@ -180,8 +180,9 @@ def test_make_dense_reads_the_hparams() -> None:
     assert autodis.autodis.meta.shape == (F, 4, 8)
     with pytest.raises(ValueError, match=r"hparams\['dense'\] = 'raw'"):
         make_dense({"dense": "raw"}, F, 8)
-    with pytest.raises(ValueError, match=r"hparams\['autodis_temperature'\] = 0"):
-        make_dense({"dense": "autodis", "autodis_temperature": 0}, F, 8)
+    tuned = make_dense({"dense": "autodis"}, F, 8, temperature=0.5, skip=0.0)
+    assert tuned is not None and tuned.autodis is not None
+    assert (tuned.autodis.temperature, tuned.autodis.skip) == (0.5, 0.0)
     with pytest.raises(ValueError, match=r"item_dense must be \(B, 4\)"):
         autodis(torch.zeros(3, 2))
 

@@ -69,6 +69,25 @@ def test_pad_is_zero_and_gets_no_gradient() -> None:
     assert table.rows(torch.tensor([PAD])).tolist() == [[PAD, PAD]]
 
 
+def test_cpu_gather_equals_the_plain_embedding() -> None:
+    # The fused gather (one index_add_ backward) against nn.functional.embedding with padding_idx:
+    # the same rows, the same gradient, PAD's row untouched; ids repeat within the tensor.
+    from training.layers import fused
+
+    torch.manual_seed(0)
+    weight = torch.randn(12, 5, dtype=torch.float64, requires_grad=True)
+    ids = torch.tensor([[3, 3, PAD, 11], [PAD, 7, 3, 0]])
+    upstream = torch.randn(2, 4, 5, dtype=torch.float64)
+    assert fused.gather_applies(weight) and not fused.gather_applies(weight.detach().to("meta"))
+    got = fused.gather_rows(weight, ids)
+    expected = torch.nn.functional.embedding(ids, weight, padding_idx=PAD)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    (grad,) = torch.autograd.grad(got, weight, upstream)
+    (expected_grad,) = torch.autograd.grad(expected, weight, upstream)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    assert bool((grad[PAD] == 0).all())
+
+
 def test_mini_batch_l2_penalizes_exactly_the_rows_read() -> None:
     from training.layers import batch_embedding_l2
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import re
 from pathlib import Path
 
@@ -15,10 +16,13 @@ from seqrank.config import ModelConfig, TrainConfig
 from seqrank.schema import PAD
 from tests.helpers.models import HPARAMS, VOCAB, B, assert_learns, assert_round_trip, fixed_batch
 from tests.helpers.synthetic import write_training_ingest
-from training.data import load_ingest
-from training.layers import Dice, Embedding, TargetAttention
-from training.models import MODELS, CtrModel, ModelSpec, build_model
-from training.trainer import batch_keys, evaluate, fit, predict
+from training.batching import batch_keys
+from training.evaluation import evaluate, predict
+from training.ingest_data import load_ingest
+from training.layers import Dice, Embedding, TargetAttention, fused
+from training.models import MODELS, CtrModel, ModelSpec, build_model, load_model, save_state
+from training.models.sim import SIM, SIMOptions
+from training.trainer import fit, model_spec
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -107,7 +111,7 @@ def test_target_attention_equals_the_concatenated_form() -> None:
 def test_target_attention_gradients_equal_the_concatenated_form(monkeypatch: pytest.MonkeyPatch) -> None:
     # The unfused path (autocast, CUDA, torch.compile; tests/unit/test_attention_fused.py covers
     # the fused one) rewrites the first layer; every gradient must still be the plain formula's.
-    monkeypatch.setattr(TargetAttention, "_fuses", lambda self, keys: False)
+    monkeypatch.setattr(fused, "sigmoid_unit_applies", lambda activation, keys: False)
     torch.manual_seed(0)
     attention = TargetAttention(6, [16, 8]).double()
     query = torch.randn(6, 6, dtype=torch.double, requires_grad=True)
@@ -254,15 +258,77 @@ def test_model_options_name_the_bad_field_and_list_the_valid_ones() -> None:
         ValueError, match=re.escape("model.options.serch: not an option of model 'sim'")
     ) as err:
         check_options("sim", {"serch": "soft"})
-    assert "valid options: gsu_weight, search, search_dim, time_buckets" in str(err.value)
+    assert str(err.value).endswith(
+        "valid options: autodis_skip, autodis_temperature, gsu_weight, search, search_dim, time_buckets"
+    )
     with pytest.raises(ValueError, match=re.escape("model.options.gsu_weight = -1")):
         check_options("sim", {"gsu_weight": -1})
     with pytest.raises(ValueError, match=re.escape("model.options.blocks = 1.5")):
         check_options("bst", {"blocks": 1.5})
-    with pytest.raises(ValueError, match="not an option of model 'din'; valid options: none"):
+    with pytest.raises(ValueError, match=re.escape("model.options.time_buckets = '24'")):
+        check_options("sim", {"time_buckets": "24"})  # a string is no number, even a numeric one
+    # DIN has no options of its own, only the dense block's.
+    with pytest.raises(
+        ValueError,
+        match=r"not an option of model 'din'; valid options: autodis_skip, autodis_temperature$",
+    ):
         check_options("din", {"search": "soft"})
+    with pytest.raises(ValueError, match=re.escape("model.options.autodis_temperature = 0")):
+        check_options("din", {"autodis_temperature": 0})
     with pytest.raises(ValueError, match="unknown model 'dinn'; valid names: bst, deepfm"):
         check_options("dinn", {})
     # A spec whose hparams carry a misspelled option fails to build with the same message.
     with pytest.raises(ValueError, match=re.escape("model.options.serch: not an option of model 'sim'")):
         build_model(ModelSpec(name="sim", hparams={**HPARAMS, "serch": "soft"}, vocab_sizes=VOCAB))
+
+
+# model.json as a spec saved before the options classes existed holds it (a637e0b, sim soft search
+# from ModelConfig(..., options={"search": "soft", "gsu_weight": 0.5, "time_buckets": 12})): the
+# ModelConfig fields, the options merged in beside them, and the trainer's embedding_l2.
+OLD_SPEC = {
+    "name": "sim",
+    "hparams": {
+        "attention_hidden": [16, 8],
+        "autodis_buckets": 16,
+        "dense": "off",
+        "embedding": "full",
+        "embedding_dim": 8,
+        "embedding_l2": 1e-06,
+        "full_rows": 50000,
+        "gsu_weight": 0.5,
+        "hash_rows": 10000,
+        "heads": 2,
+        "long_seq_len": 30,
+        "mlp_hidden": [32, 16],
+        "search": "soft",
+        "search_k": 5,
+        "seq_len": 12,
+        "time_buckets": 12,
+    },
+    "vocab_sizes": {"category": 6, "item": 50, "user": 20},
+}
+
+
+def test_a_spec_saved_in_the_old_format_still_loads(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelSpec.from_dict(OLD_SPEC))
+    save_state(model.spec, model.state_dict(), tmp_path)
+    (tmp_path / "model.json").write_text(json.dumps(OLD_SPEC))
+    loaded = load_model(tmp_path)
+    assert isinstance(loaded, SIM) and loaded.options == SIMOptions(
+        search="soft", gsu_weight=0.5, time_buckets=12
+    )
+    assert loaded.time_gap.buckets == 12
+    batch, _ = fixed_batch()
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(batch), loaded(batch))
+
+
+def test_dense_options_reach_autodis(ingest_dir: Path) -> None:
+    # model.options that the dense block reads go through model_spec like any model's own option.
+    data = load_ingest(ingest_dir)
+    cfg = ModelConfig(name="din", **{**SIGNAL_MODEL, "dense": "autodis"}, options={"autodis_skip": 0.0})
+    spec = model_spec(data, cfg, TrainConfig())
+    autodis = build_model(spec).dense.autodis
+    assert autodis is not None and (autodis.temperature, autodis.skip) == (1.0, 0.0)

@@ -13,7 +13,7 @@ from seqrank.config import ModelConfig, TrainConfig
 from seqrank.schema import PAD
 from tests.helpers.models import HPARAMS, VOCAB, fixed_batch
 from tests.helpers.synthetic import write_training_ingest
-from training.data import load_ingest
+from training.ingest_data import load_ingest
 from training.layers.gru import AUGRU, gather_steps, left_align
 from training.layers.transformer import TransformerEncoderLayer
 from training.models import ModelSpec, build_model

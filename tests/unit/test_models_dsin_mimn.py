@@ -15,7 +15,7 @@ from seqrank.config import ModelConfig, TrainConfig
 from seqrank.schema import PAD
 from tests.helpers.models import HPARAMS, VOCAB, L, M, fixed_batch
 from tests.helpers.synthetic import write_training_ingest
-from training.data import load_ingest
+from training.ingest_data import load_ingest
 from training.layers.memory import MemoryState, UserInterestMemory
 from training.layers.session import SessionBiasEncoding, split_sessions
 from training.models import CtrModel, ModelSpec, build_model

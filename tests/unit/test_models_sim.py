@@ -66,7 +66,7 @@ def test_soft_search_l2_covers_the_search_tables_rows_in_the_batch() -> None:
 def test_soft_search_picks_the_top_k_by_inner_product() -> None:
     model = make_sim("soft", seed=3).double()
     batch, _ = fixed_batch(seed=2)
-    index, found = model.retrieve(batch)
+    index, found, _ = model.soft_search(batch)
     assert index.shape == found.shape == (B, K)
 
     w_a, w_b = model.search_target.weight, model.search_behavior.weight
@@ -110,7 +110,7 @@ def test_soft_search_gradient_reaches_retrieved_behaviors_and_the_search_space()
     }
     for name in ("item", "category", "ts"):
         batch[f"hist_{name}"] = batch[f"long_{name}"][:, -HPARAMS["seq_len"] :]
-    index, found = model.retrieve(batch)
+    index, found, _ = model.soft_search(batch)
     assert bool(found.all())
     older = long_item[:, : M - HPARAMS["seq_len"]]  # beyond the short window
     retrieved = set(long_item.gather(1, index).flatten().tolist())
@@ -265,7 +265,7 @@ def test_soft_search_ignores_leading_pad_columns() -> None:
         wider[f"long_{name}"] = torch.cat([torch.zeros(B, 20, dtype=torch.int64), batch[f"long_{name}"]], 1)
     with torch.no_grad():
         torch.testing.assert_close(model(wider), model(batch), rtol=0, atol=0)
-    (index, found), (wide_index, wide_found) = model.retrieve(batch), model.retrieve(wider)
+    (index, found, _), (wide_index, wide_found, _) = model.soft_search(batch), model.soft_search(wider)
     assert torch.equal(found, wide_found) and torch.equal(wide_index[found], index[found] + 20)
 
 

@@ -12,7 +12,7 @@ import torch
 from seqrank.config import ServeConfig
 from tests.helpers.feature_store import CFG, LONG_USER, N_CATEGORIES, N_ITEMS, N_USERS, make_ingest_dir
 from tests.helpers.serving import VOCAB_SIZES, raw_ids
-from training.data import Behaviors
+from training.ingest_data import Behaviors
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
@@ -83,7 +83,7 @@ def item_categories(ingest_dir: Path) -> np.ndarray:
 def test_hard_search_rows_from_feast_equal_the_training_index_for_every_user(env):
     from serving.bundle import load_bundle
     from serving.features import OnlineFeatures
-    from serving.ranking import build_batch, candidate_categories
+    from serving.ranking import build_batch, candidate_items, categories_of
 
     bundle = load_bundle(env["hard"])
     online = OnlineFeatures(env["feast"])
@@ -92,7 +92,7 @@ def test_hard_search_rows_from_feast_equal_the_training_index_for_every_user(env
     candidates = [items[i] for i in range(1, N_ITEMS + 1)] + ["never-seen-item"]
     category = item_categories(env["ingest"])[np.r_[1 : N_ITEMS + 1, 0]]  # the unknown item: PAD
     k = HPARAMS["search_k"]
-    categories = candidate_categories(bundle, candidates)
+    categories = categories_of(bundle, candidate_items(bundle, candidates))  # as the service does
     np.testing.assert_array_equal(categories, category)
     shorter = full = 0
     for user in range(1, N_USERS + 1):

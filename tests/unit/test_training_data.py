@@ -12,7 +12,9 @@ import pytest
 from seqrank.schema import EXAMPLES, PAD
 from seqrank.storage import write_table
 from tests.helpers.synthetic import write_training_ingest
-from training.data import BATCH_KEYS, BatchBuilder, Behaviors, Examples, IngestData, load_ingest
+from training.batch import BATCH_KEYS
+from training.batching import BatchBuilder
+from training.ingest_data import Behaviors, Examples, IngestData, load_ingest
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.layers.hparams import positive_float, positive_int
+from training.layers.hparams import config_default, positive_int
 
 DENSE_MODES = ("off", "normalized", "autodis")
-DEFAULT_AUTODIS_BUCKETS = 16  # ModelConfig's default
+DEFAULT_AUTODIS_BUCKETS: int = config_default("autodis_buckets")
+# AutoDis τ and α; models take them from their options (training.models.sequence.DenseOptions).
+DEFAULT_TEMPERATURE, DEFAULT_SKIP = 1.0, 0.1
 
 
 class Standardize(nn.Module):
@@ -89,7 +91,12 @@ class AutoDis(nn.Module):
     """
 
     def __init__(
-        self, num_features: int, dim: int, buckets: int, temperature: float = 1.0, skip: float = 0.1
+        self,
+        num_features: int,
+        dim: int,
+        buckets: int,
+        temperature: float = DEFAULT_TEMPERATURE,
+        skip: float = DEFAULT_SKIP,
     ) -> None:
         super().__init__()
         if num_features <= 0 or dim <= 0:
@@ -134,8 +141,8 @@ class DenseFeatures(nn.Module):
         mode: str,
         dim: int,
         buckets: int = DEFAULT_AUTODIS_BUCKETS,
-        temperature: float = 1.0,
-        skip: float = 0.1,
+        temperature: float = DEFAULT_TEMPERATURE,
+        skip: float = DEFAULT_SKIP,
     ) -> None:
         super().__init__()
         if mode not in ("normalized", "autodis"):
@@ -154,22 +161,24 @@ class DenseFeatures(nn.Module):
         return self.autodis(z).flatten(1)  # (B, F·D)
 
 
-def make_dense(hparams: Mapping[str, Any], num_features: int, dim: int) -> DenseFeatures | None:
-    """The continuous-feature block hparams `dense` asks for; None when "off" (the default).
+def make_dense(
+    hparams: Mapping[str, Any],
+    num_features: int,
+    dim: int,
+    temperature: float = DEFAULT_TEMPERATURE,
+    skip: float = DEFAULT_SKIP,
+) -> DenseFeatures | None:
+    """The continuous-feature block hparams `dense` asks for; None when "off" (ModelConfig's default).
 
-    Reads autodis_buckets (H, default 16) and the options autodis_temperature (τ, default 1.0)
-    and autodis_skip (α, default 0.1).
+    Reads hparams autodis_buckets (H); `temperature` (τ) and `skip` (α) are the model's options
+    (training.models.sequence.DenseOptions).
     """
-    mode = hparams.get("dense", "off")
+    mode = hparams.get("dense", config_default("dense"))
     if mode not in DENSE_MODES:
         raise ValueError(f"hparams['dense'] = {mode!r}: expected one of {', '.join(DENSE_MODES)}")
     if mode == "off":
         return None
     buckets = positive_int(hparams, "autodis_buckets", DEFAULT_AUTODIS_BUCKETS)
-    temperature = positive_float(hparams, "autodis_temperature", 1.0)
-    skip = hparams.get("autodis_skip", 0.1)
-    if not isinstance(skip, int | float) or isinstance(skip, bool):
-        raise ValueError(f"hparams['autodis_skip'] = {skip!r}: must be a number")
     if mode == "autodis" and buckets < 2:
         raise ValueError(f"hparams['autodis_buckets'] = {buckets}: must be >= 2")
-    return DenseFeatures(num_features, mode, dim, buckets, temperature, float(skip))
+    return DenseFeatures(num_features, mode, dim, buckets, temperature, skip)

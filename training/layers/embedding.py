@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from seqrank.schema import PAD
-from training.data import KEY_ENTITY
-from training.layers.hparams import positive_int
+from training.batch import KEY_ENTITY, Batch
+from training.layers import fused
+from training.layers.hparams import config_default, positive_int
 from training.layers.regularization import batch_embedding_l2
 
 EMBEDDINGS = ("full", "double_hash")
-DEFAULT_FULL_ROWS, DEFAULT_HASH_ROWS = 50_000, 10_000  # ModelConfig's defaults
 
 
 class Embedding(nn.Module):
@@ -61,8 +61,8 @@ class Embedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         rows = self.rows(ids)
-        if self.weight.device.type == "cpu":
-            return _GatherRows.apply(self.weight, rows)
+        if fused.gather_applies(self.weight):
+            return fused.gather_rows(self.weight, rows)
         # padding_idx keeps the PAD row's gradient at zero, so it stays a true zero vector.
         return nn.functional.embedding(rows, self.weight, padding_idx=PAD)
 
@@ -74,28 +74,6 @@ class Embedding(nn.Module):
             v.view(*i.shape, self.dim)
             for v, i in zip(vectors.split([i.numel() for i in ids]), ids, strict=True)
         ]
-
-
-class _GatherRows(torch.autograd.Function):
-    """Row gather whose backward is one index_add_, PAD row zeroed.
-
-    Same result as nn.functional.embedding with padding_idx, whose CPU backward
-    (embedding_dense_backward) measured 2.5-5x slower here for the (B·L) ids of a history batch.
-    """
-
-    @staticmethod
-    def forward(ctx, weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(ids)
-        ctx.rows = weight.shape[0]
-        return weight.index_select(0, ids.reshape(-1)).view(*ids.shape, weight.shape[1])
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (ids,) = ctx.saved_tensors
-        flat = grad.reshape(-1, grad.shape[-1])
-        grad_weight = flat.new_zeros(ctx.rows, flat.shape[1]).index_add_(0, ids.reshape(-1), flat)
-        grad_weight[PAD] = 0
-        return grad_weight, None
 
 
 # Two universal hash functions h(x) = ((a·x + b) mod P) mod m over the Mersenne prime P = 2^31 − 1.
@@ -209,12 +187,12 @@ def make_embedding(
     """The id table hparams `embedding` asks for: "full" (default) a row per id, "double_hash" a
     `DoubleHashEmbedding` with hparams full_rows and hash_rows (ModelConfig's defaults when absent)."""
     hp = hparams or {}
-    kind = hp.get("embedding", "full")
+    kind = hp.get("embedding", config_default("embedding"))
     if kind == "full":
         return Embedding(vocab_size, dim)
     if kind == "double_hash":
-        full_rows = positive_int(hp, "full_rows", DEFAULT_FULL_ROWS)
-        hash_rows = positive_int(hp, "hash_rows", DEFAULT_HASH_ROWS)
+        full_rows = positive_int(hp, "full_rows", config_default("full_rows"))
+        hash_rows = positive_int(hp, "hash_rows", config_default("hash_rows"))
         if hash_rows < 2:
             raise ValueError(f"hparams['hash_rows'] = {hash_rows}: must be >= 2")
         return DoubleHashEmbedding(vocab_size, dim, full_rows, hash_rows, entity)
@@ -234,7 +212,7 @@ class BehaviorEmbeddings(nn.Module):
             hash_rows choose the tables (`make_embedding`). None: full tables.
 
     Shapes: user (B, D); target (B, 2D); history (B, L, 2D) with mask (B, L), True = real behavior.
-    Batches hold the keys of `training.models.base.Batch`.
+    Batches hold the keys of the batch contract (training.batch).
     """
 
     def __init__(
@@ -249,12 +227,10 @@ class BehaviorEmbeddings(nn.Module):
         self.category_table = make_embedding(vocab_sizes["category"], dim, "category", hparams)
         self.dim = dim
 
-    def user(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def user(self, batch: Batch) -> torch.Tensor:
         return self.user_table(batch["user"])  # (B, D)
 
-    def target_and_history(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def target_and_history(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Candidate, history and history mask: (B, 2D), (B, L, 2D), (B, L); one gather per table."""
         item, hist_item = self.item_table.lookup(batch["item"], batch["hist_item"])
         category, hist_category = self.category_table.lookup(batch["category"], batch["hist_category"])
@@ -262,7 +238,7 @@ class BehaviorEmbeddings(nn.Module):
         keys = torch.cat([hist_item, hist_category], dim=-1)
         return target, keys, batch["hist_item"] != PAD
 
-    def batch_l2(self, batch: dict[str, torch.Tensor], keys: Iterable[str] | None = None) -> torch.Tensor:
+    def batch_l2(self, batch: Batch, keys: Iterable[str] | None = None) -> torch.Tensor:
         """Squared L2 of the rows this batch reads (mini-batch aware regularization).
 
         `keys` are the id keys the model reads (user, item, category and the hist_/long_/cat_ id

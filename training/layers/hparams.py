@@ -1,9 +1,17 @@
-"""Checked reads of model hyperparameters from `ModelSpec.hparams`, with errors naming key and value."""
+"""Checked reads of the shared hyperparameters (ModelConfig fields) in `ModelSpec.hparams`; errors name key and value."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
+
+from seqrank.config import ModelConfig
+
+
+def config_default(key: str) -> Any:
+    """ModelConfig's default for the shared hparam `key`, the one place it is set: what a spec
+    lacking the key (saved before the field existed) gets."""
+    return ModelConfig.model_fields[key].get_default(call_default_factory=True)
 
 
 def positive_int(hparams: Mapping[str, Any], key: str, default: int | None = None) -> int:
@@ -12,30 +20,6 @@ def positive_int(hparams: Mapping[str, Any], key: str, default: int | None = Non
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"hparams[{key!r}] = {value!r}: must be a positive int")
     return value
-
-
-def non_negative(hparams: Mapping[str, Any], key: str, default: float) -> float:
-    """hparams[key] as a number >= 0 (a loss weight, a rate); `default` when absent."""
-    value = hparams.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"hparams[{key!r}] = {value!r}: must be a number >= 0")
-    return float(value)
-
-
-def positive_float(hparams: Mapping[str, Any], key: str, default: float) -> float:
-    """hparams[key] as a number > 0 (a temperature, a scale); `default` when absent."""
-    value = hparams.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"hparams[{key!r}] = {value!r}: must be a number > 0")
-    return float(value)
-
-
-def choice(hparams: Mapping[str, Any], key: str, choices: Sequence[str], default: str) -> str:
-    """hparams[key], one of `choices`; `default` when absent."""
-    value = hparams.get(key, default)
-    if value not in choices:
-        raise ValueError(f"hparams[{key!r}] = {value!r}: expected one of {', '.join(choices)}")
-    return str(value)
 
 
 def layer_sizes(hparams: Mapping[str, Any], key: str) -> list[int]:

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from seqrank.config import ModelConfig
-from training.models.base import Batch, CtrModel, ModelOptions, ModelSpec
+from training.models.base import CtrModel, ModelOptions, ModelSpec
 from training.models.bst import BST
 from training.models.deepfm import DeepFM
 from training.models.dien import DIEN
@@ -90,7 +90,6 @@ def load_model(path: Path | str, device: str = "cpu") -> CtrModel:
 
 __all__ = [
     "MODELS",
-    "Batch",
     "CtrModel",
     "ModelOptions",
     "ModelSpec",

@@ -12,28 +12,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 from torch import nn
 
-# A batch is a dict of tensors. Every model reads the keys it needs:
-#   user, item, category, ts      (B,)   int64 dense indices / epoch ms of the impression
-#   hist_item, hist_category, hist_ts   (B, L) int64, right-aligned: the most recent behavior is at
-#                                  [:, -1]; missing positions on the left are PAD (0).
-#   long_item, long_category, long_ts   (B, M) the same for the long history, M = hparams long_seq_len
-#                                  (SIM soft search, MIMN).
-#   cat_item, cat_ts              (B, K) SIM hard search: the user's latest K = hparams search_k
-#                                  behaviors in the candidate's category, right-aligned like the
-#                                  history (training reads a user → category index of the behaviors;
-#                                  serving reads the Feast user_category_behavior view).
-#   position                      (B,)   int   optional: the slot the impression was shown in
-#                                  (1-based; <= 0 when unknown). Training and evaluation on logged
-#                                  impressions pass it; serving does not.
-#   item_dense                    (B, F) float32 optional: the candidate's continuous features as of
-#                                  `ts`, columns training.dense.DENSE_FEATURES (log price, price
-#                                  known, smoothed CTR, log impressions); built only for models with
-#                                  hparams dense != "off". Training reads the price from items/ and
-#                                  the latest item_stats/ snapshot with snapshot ts <= ts; serving the
-#                                  bundle's item table and the Feast item_stats view.
-# Histories are the user's behaviors strictly before `ts` (training gathers them with hist_end;
-# serving reads them from the Feast online store), so both see exactly the same tensors.
-Batch = dict[str, torch.Tensor]
+from training.batch import Batch, sequence_lengths
 
 # Positions past this share the last bias row; logged slates are far shorter.
 MAX_POSITION = 64
@@ -47,8 +26,8 @@ MlpActivation = Literal["dice", "prelu", "relu", "sigmoid"]  # training.layers.a
 
 class ModelOptions(BaseModel):
     """A model's own hyperparameters (`model.options` in the config), beside the ModelConfig fields
-    every model shares. Each model declares a subclass with a default and a reason per field;
-    this base, with no fields, serves the models that have none."""
+    every model shares. Each model declares a subclass in its own file, with a default and a reason
+    per field (an empty one when it has no options of its own)."""
 
     # Frozen like the config; unknown keys are typos; strict so 1.5 is no int and "3" no number.
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -144,14 +123,12 @@ class CtrModel(nn.Module):
 
     def sequence_lengths(self) -> dict[str, int]:
         """Positions per sequence group (hist, long, cat) the batches must hold for this model;
-        from the hparams (training.data.sequence_lengths) unless a model reads fewer."""
-        from training.data import sequence_lengths
-
+        from the hparams (training.batch.sequence_lengths) unless a model reads fewer."""
         return sequence_lengths(self.spec.hparams)
 
     def prepare(self, id_counts: dict[str, np.ndarray]) -> None:
         """Fit data-dependent state before training: `id_counts[entity][index]` is how often each
-        id occurs in the training data (training.data.id_counts). The state must live in buffers
+        id occurs in the training data (training.ingest_data.id_counts). The state must live in buffers
         so it is saved with the weights; a no-op unless a model (or its embeddings) needs it, e.g.
         frequency-based hashing picking the ids that keep their own row."""
         for module in self.modules():

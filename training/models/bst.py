@@ -7,11 +7,12 @@ from pydantic import Field, PositiveInt
 from torch import nn
 
 from seqrank.schema import PAD
+from training.batch import Batch
 from training.layers import MLP, leading_pad_columns
 from training.layers.hparams import layer_sizes, positive_int
 from training.layers.timegap import TimeGapEmbedding
 from training.layers.transformer import TransformerEncoderLayer
-from training.models.base import Batch, MlpActivation, ModelOptions, ModelSpec
+from training.models.base import MlpActivation, ModelOptions, ModelSpec
 from training.models.sequence import BehaviorSequenceModel
 
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import torch
 
+from training.batch import Batch
 from training.layers import MLP, Embedding, batch_embedding_l2
 from training.layers.hparams import layer_sizes
-from training.models.base import Batch, ModelSpec
-from training.models.sequence import BehaviorSequenceModel
+from training.models.base import ModelSpec
+from training.models.sequence import BehaviorSequenceModel, DenseOptions
 
 FIELDS = ("user", "item", "category", "history_items", "history_categories")
+
+
+class DeepFMOptions(DenseOptions):
+    """DeepFM has no options of its own: every hparam it reads is a ModelConfig field."""
 
 
 class DeepFM(BehaviorSequenceModel):
@@ -35,6 +40,8 @@ class DeepFM(BehaviorSequenceModel):
     Hparams: embedding_dim, seq_len, mlp_hidden, embedding_l2 (also covers the first-order rows a
     batch reads) and dense (item_dense joins the DNN input unless "off").
     """
+
+    Options = DeepFMOptions
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)

@@ -8,10 +8,11 @@ import torch
 from pydantic import Field, NonNegativeFloat, PositiveInt
 from torch import nn
 
+from training.batch import Batch
 from training.layers import MLP, TargetAttention, longest_row
 from training.layers.gru import AUGRU, gather_steps, left_align
 from training.layers.hparams import layer_sizes
-from training.models.base import Batch, LayerSizes, MlpActivation, ModelOptions, ModelSpec
+from training.models.base import LayerSizes, MlpActivation, ModelOptions, ModelSpec
 from training.models.sequence import BehaviorSequenceModel
 
 

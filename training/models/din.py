@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from training.batch import Batch
 from training.layers import MLP, TargetAttention
 from training.layers.hparams import layer_sizes
-from training.models.base import Batch, ModelSpec
-from training.models.sequence import BehaviorSequenceModel
+from training.models.base import ModelSpec
+from training.models.sequence import BehaviorSequenceModel, DenseOptions
+
+
+class DINOptions(DenseOptions):
+    """DIN has no options of its own: every hparam it reads is a ModelConfig field."""
 
 
 class DIN(BehaviorSequenceModel):
@@ -29,6 +34,8 @@ class DIN(BehaviorSequenceModel):
     it). Serving ignores embedding_l2. With hparams dense "normalized" or "autodis" the candidate's
     continuous features (batch key item_dense) join the MLP input.
     """
+
+    Options = DINOptions
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)

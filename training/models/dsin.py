@@ -10,12 +10,13 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
 from seqrank.schema import PAD
+from training.batch import Batch
 from training.layers.attention import TargetAttention
 from training.layers.hparams import layer_sizes, positive_int
 from training.layers.mlp import MLP
 from training.layers.session import SessionBiasEncoding, Sessions, split_sessions
-from training.models.base import Batch, ModelOptions, ModelSpec
-from training.models.sequence import BehaviorSequenceModel
+from training.models.base import ModelSpec
+from training.models.sequence import BehaviorSequenceModel, DenseOptions
 
 MINUTE_MS = 60_000
 
@@ -113,7 +114,7 @@ class BilinearAttention(nn.Module):
         return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
 
 
-class DSINOptions(ModelOptions):
+class DSINOptions(DenseOptions):
     session_gap_minutes: PositiveFloat = Field(
         30.0, description="a longer gap starts a session (ingest's rule)"
     )

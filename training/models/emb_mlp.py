@@ -7,13 +7,14 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from training.batch import Batch
 from training.layers import MLP
 from training.layers.hparams import layer_sizes
-from training.models.base import Batch, ModelOptions, ModelSpec
-from training.models.sequence import BehaviorSequenceModel
+from training.models.base import ModelSpec
+from training.models.sequence import BehaviorSequenceModel, DenseOptions
 
 
-class EmbMLPOptions(ModelOptions):
+class EmbMLPOptions(DenseOptions):
     pooling: Literal["sum", "mean"] = Field("sum", description="how the behaviors are pooled")
 
 

@@ -9,15 +9,16 @@ from pydantic import Field, NonNegativeFloat, PositiveInt, model_validator
 from torch import nn
 
 from seqrank.schema import PAD
+from training.batch import Batch
 from training.layers.attention import TargetAttention
 from training.layers.hparams import layer_sizes, positive_int
 from training.layers.memory import UserInterestMemory
 from training.layers.mlp import MLP
-from training.models.base import Batch, ModelOptions, ModelSpec
-from training.models.sequence import BehaviorSequenceModel
+from training.models.base import ModelSpec
+from training.models.sequence import BehaviorSequenceModel, DenseOptions
 
 
-class MIMNOptions(ModelOptions):
+class MIMNOptions(DenseOptions):
     memory_slots: PositiveInt = Field(8, description="m, the NTM memory's slots")
     memory_steps: PositiveInt = Field(100, description="bound on N, the latest behaviors written")
     controller_hidden: PositiveInt | None = Field(None, description="GRU controller size; None: 2D")

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import torch
+from pydantic import Field, PositiveFloat
 
+from training.batch import Batch
 from training.dense import DENSE_FEATURES
 from training.layers import BehaviorEmbeddings
-from training.layers.autodis import DenseFeatures, make_dense
+from training.layers.autodis import DEFAULT_SKIP, DEFAULT_TEMPERATURE, DenseFeatures, make_dense
 from training.layers.hparams import l2_weight, positive_int
-from training.models.base import Batch, CtrModel, ModelSpec
+from training.models.base import CtrModel, ModelOptions, ModelSpec
+
+
+class DenseOptions(ModelOptions):
+    """Options of the continuous-feature block, for the models that read `item_dense`: used when
+    hparams dense = "autodis" (training.layers.autodis.AutoDis)."""
+
+    autodis_temperature: PositiveFloat = Field(
+        DEFAULT_TEMPERATURE, description="τ of the bucket softmax; small values make it close to hard"
+    )
+    autodis_skip: float = Field(DEFAULT_SKIP, description="α, the weight of AutoDis's skip connection")
 
 
 class BehaviorSequenceModel(CtrModel):
@@ -21,6 +33,7 @@ class BehaviorSequenceModel(CtrModel):
     continuous features calls `enable_dense()` once in its constructor (adding the width it returns
     to its MLP input) and `with_dense(batch, features)` on that input; hparams `dense` then decides
     whether they are used ("off", "normalized" or "autodis": `training.layers.autodis.make_dense`).
+    Such a model's options class derives from `DenseOptions`.
     """
 
     required_inputs: tuple[str, ...] = ("user", "item", "category", "hist_item", "hist_category")
@@ -36,7 +49,16 @@ class BehaviorSequenceModel(CtrModel):
     def enable_dense(self) -> int:
         """Read `item_dense` when hparams `dense` is not "off"; returns the width `with_dense` adds
         to the features (0 when off). Adds item_dense to this model's optional inputs."""
-        self.dense = make_dense(self.spec.hparams, len(DENSE_FEATURES), self.dim)
+        options = self.options
+        if not isinstance(options, DenseOptions):
+            raise TypeError(f"{type(self).__name__}.Options must derive from DenseOptions to read item_dense")
+        self.dense = make_dense(
+            self.spec.hparams,
+            len(DENSE_FEATURES),
+            self.dim,
+            options.autodis_temperature,
+            options.autodis_skip,
+        )
         if self.dense is None:
             return 0
         self.optional_inputs = (*type(self).optional_inputs, "item_dense")

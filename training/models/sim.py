@@ -9,21 +9,22 @@ from pydantic import Field, NonNegativeFloat, PositiveInt
 from torch import nn
 
 from seqrank.schema import PAD
+from training.batch import Batch
 from training.layers import MLP, TargetAttention, leading_pad_columns
 from training.layers.embedding import make_embedding
 from training.layers.hparams import layer_sizes, positive_int
 from training.layers.multihead import MultiHeadTargetAttention
 from training.layers.regularization import batch_embedding_l2
 from training.layers.timegap import TimeGapEmbedding
-from training.models.base import Batch, ModelOptions, ModelSpec
-from training.models.sequence import BehaviorSequenceModel
+from training.models.base import ModelSpec
+from training.models.sequence import BehaviorSequenceModel, DenseOptions
 
 # The relevance is a product of two search embeddings: at the main tables' scale it and its
 # gradient start near zero and the search space barely learns.
 MAIN_INIT_STD, SEARCH_INIT_STD = 1e-2, 0.1
 
 
-class SIMOptions(ModelOptions):
+class SIMOptions(DenseOptions):
     search: Literal["hard", "soft"] = Field(
         "hard", description="the GSU: the category index (what the paper deployed) or top-K inner products"
     )
@@ -163,27 +164,19 @@ class SIM(BehaviorSequenceModel):
         scores = torch.matmul(behaviors, query).squeeze(-1)  # (B, M); broadcasts a shared history
         return scores.masked_fill(~mask, float("-inf"))
 
-    def retrieve(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The GSU's K behaviors as positions into the batch's long_* columns (B, K), in falling
-        relevance, and whether each is a real behavior (B, K); soft search only."""
-        if self.search != "soft":
-            raise ValueError("retrieve() is the soft search; hard search reads cat_item / cat_ts")
-        with torch.no_grad():
-            long, cut = self._long_history(batch)
-            index, found = self._top_k(self._relevance(*self._search_space(batch, long)), long["item"])
-        return index + cut, found
-
     def _top_k(self, relevance: torch.Tensor, long_item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k = min(self.search_k, relevance.shape[1])
         index = relevance.detach().topk(k, dim=1).indices  # (B, K); no gradient through the choice
         return index, long_item.gather(1, index) != PAD
 
-    def _soft_search(
-        self, batch: Batch, with_gsu_logit: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Retrieved items, categories, timestamps (B, K) with PAD where nothing real was found, and
-        with `with_gsu_logit` the GSU sub-model's logit (B,) (else None: only its loss uses it)."""
-        long, _ = self._long_history(batch)
+    def soft_search(
+        self, batch: Batch, with_gsu_logit: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The GSU under soft search: the K most relevant behaviors as positions into the batch's
+        long_* columns (B, K), in falling relevance; whether each is a real behavior (B, K), False
+        where the history holds fewer than K; and with `with_gsu_logit` the GSU sub-model's logit
+        (B,) (else None: only its loss reads it)."""
+        long, cut = self._long_history(batch)
         target, behaviors, mask = self._search_space(batch, long)
         relevance = self._relevance(target, behaviors, mask)  # (B, M')
         index, found = self._top_k(relevance, long["item"])
@@ -194,11 +187,7 @@ class SIM(BehaviorSequenceModel):
             count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(weights.dtype)
             pooled = torch.matmul(weights.unsqueeze(1), behaviors).squeeze(1) / count  # U_r (B, 2S)
             gsu_logit = self.search_head(torch.cat([pooled, target], dim=1)).squeeze(1)
-
-        def take(name: str) -> torch.Tensor:
-            return torch.where(found, long[name].gather(1, index), PAD)
-
-        return take("item"), take("category"), take("ts"), gsu_logit
+        return index + cut, found, gsu_logit
 
     # --- Exact Search Unit and the rest ---------------------------------------------------------
 
@@ -220,7 +209,12 @@ class SIM(BehaviorSequenceModel):
 
         if self.search == "soft":
             with_gsu = labels is not None and self.gsu_weight != 0.0
-            found_item, found_category, found_ts, gsu_logit = self._soft_search(batch, with_gsu)  # (B, K)
+            index, hit, gsu_logit = self.soft_search(batch, with_gsu)  # (B, K), (B, K), (B,) or None
+
+            def take(name: str) -> torch.Tensor:
+                return torch.where(hit, batch[f"long_{name}"].gather(1, index), PAD)  # (B, K)
+
+            found_item, found_category, found_ts = take("item"), take("category"), take("ts")
         else:
             found_item, found_ts = batch["cat_item"], batch["cat_ts"]  # (B, K)
             # Every hard-search hit shares the candidate's category.

@@ -6,10 +6,11 @@ import torch
 from pydantic import Field, PositiveInt
 
 from seqrank.schema import PAD
+from training.batch import Batch
 from training.layers import MLP, Embedding, batch_embedding_l2
 from training.layers.hparams import layer_sizes
-from training.models.base import Batch, ModelOptions, ModelSpec
-from training.models.sequence import BehaviorSequenceModel
+from training.models.base import ModelSpec
+from training.models.sequence import BehaviorSequenceModel, DenseOptions
 
 
 def cross_rows(left: torch.Tensor, right: torch.Tensor, right_size: int, buckets: int) -> torch.Tensor:
@@ -28,7 +29,7 @@ def distinct_per_row(rows: torch.Tensor) -> torch.Tensor:
     return ordered.masked_fill(repeat, PAD)
 
 
-class WideDeepOptions(ModelOptions):
+class WideDeepOptions(DenseOptions):
     cross_buckets: PositiveInt = Field(100_000, description="C, hashed rows of each cross-product table")
 
 

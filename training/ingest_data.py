@@ -1,17 +1,11 @@
-"""Load an ingest output into numpy arrays and cut it into training batches (no per-sample Dataset).
-
-Examples are columns of numpy arrays; behaviors are CSR arrays (one offset range per user index).
-A batch slices the example columns by index and gathers each example's last `seq_len` behaviors
-before `hist_end` with one fancy-indexing call, right-aligned and PAD-padded as `Batch` in
-`training.models.base` describes.
-"""
+"""Load an ingest output into numpy arrays: examples, CSR behaviors, vocab sizes and item features."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,54 +14,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import torch
 
-from seqrank.schema import BEHAVIORS, EXAMPLES, PAD, SPLITS, VOCAB, VOCAB_ENTITIES, check_schema
+from seqrank.schema import (
+    BEHAVIORS,
+    EXAMPLES,
+    ITEM_STATS,
+    ITEMS,
+    PAD,
+    SPLITS,
+    VOCAB,
+    VOCAB_ENTITIES,
+    check_schema,
+)
 from seqrank.storage import read_json
-from training.dense import ItemDense, load_item_dense
+from training.dense import dense_features, price_table
 
 log = logging.getLogger(__name__)
-
-# Keys a batch can hold, in the order of the convention in training/models/base.py.
-EXAMPLE_KEYS = ("user", "item", "category", "ts", "position")
-HISTORY_KEYS = ("hist_item", "hist_category", "hist_ts")
-LONG_KEYS = ("long_item", "long_category", "long_ts")
-CATEGORY_KEYS = ("cat_item", "cat_ts")
-# item_dense (B, F) float32: the candidate's continuous features (training.dense), built only when
-# a model asks for it.
-DENSE_KEYS = ("item_dense",)
-SEQUENCE_BATCH_KEYS = EXAMPLE_KEYS + HISTORY_KEYS + LONG_KEYS + CATEGORY_KEYS
-BATCH_KEYS = SEQUENCE_BATCH_KEYS + DENSE_KEYS
-# The vocab entity each id key indexes; keys absent here (ts, hist_ts, ...) are not ids.
-KEY_ENTITY = {
-    "user": "user",
-    "item": "item",
-    "category": "category",
-    "hist_item": "item",
-    "hist_category": "category",
-    "long_item": "item",
-    "long_category": "category",
-    "cat_item": "item",
-}
-# Hparams giving the positions of each sequence group, and their defaults (ModelConfig's).
-DEFAULT_LONG, DEFAULT_SEARCH_K = 1000, 50  # ModelConfig's defaults
-SEQUENCE_LENGTHS: dict[str, tuple[str, int | None]] = {
-    "hist": ("seq_len", None),
-    "long": ("long_seq_len", DEFAULT_LONG),
-    "cat": ("search_k", DEFAULT_SEARCH_K),
-}
-
-
-def sequence_lengths(hparams: Mapping[str, Any]) -> dict[str, int]:
-    """Positions per sequence group (hist, long, cat) for a model with `hparams`."""
-    lengths = {}
-    for group, (key, default) in SEQUENCE_LENGTHS.items():
-        value = hparams.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"hparams[{key!r}] = {value!r}: must be a positive int")
-        lengths[group] = value
-    return lengths
-
 
 REQUIRED_VOCABS = ("user", "item", "category")
 
@@ -321,98 +283,78 @@ def id_counts(data: IngestData) -> dict[str, np.ndarray]:
     return counts
 
 
-class BatchBuilder:
-    """Slices examples into batches of tensors: example columns by index, histories by CSR gather.
+class ItemDense:
+    """Item prices and statistics snapshots in memory, with a vectorized point-in-time lookup.
 
     Args:
-        data: the loaded ingest output (behaviors and vocab limits).
-        seq_len: L, history positions per example; or a mapping of positions per sequence group
-            (`sequence_lengths`: hist, long, cat).
-        keys: batch keys to build (a subset of BATCH_KEYS); build only what the model reads.
+        price: (I,) float64 price by item index; NaN where unknown. Items past I are unknown.
+        stats: an ITEM_STATS table (item, ts, ..., impressions_total, clicks_total), any order.
+
+    A snapshot stamped `ts` counts events strictly before `ts` (seqrank.schema.ITEM_STATS), so
+    an impression at time t may read the latest snapshot with ts <= t — Feast's point-in-time
+    rule — and never a later one.
     """
 
-    def __init__(
-        self, data: IngestData, seq_len: int | Mapping[str, int], keys: Iterable[str] = SEQUENCE_BATCH_KEYS
-    ) -> None:
-        lengths = dict(seq_len) if isinstance(seq_len, Mapping) else {"hist": seq_len}
-        lengths.setdefault("long", DEFAULT_LONG)
-        lengths.setdefault("cat", DEFAULT_SEARCH_K)
-        for group, length in lengths.items():
-            if length is None or length <= 0:
-                raise ValueError(f"{SEQUENCE_LENGTHS[group][0]} = {length}: must be > 0")
-        self.keys = tuple(keys)
-        unknown = [k for k in self.keys if k not in BATCH_KEYS]
-        if unknown:
-            raise ValueError(f"batch keys {unknown} cannot be built; available: {', '.join(BATCH_KEYS)}")
-        self.behaviors = data.behaviors
-        self.item_dense = data.item_dense if "item_dense" in self.keys else None
-        self.lengths = lengths
-        self.seq_len = lengths["hist"]
-        # Only entities whose data holds ids beyond the limit need the (cheap but not free) clamp.
-        self._limits = {
-            entity: size for entity, size in data.vocab_sizes.items() if data.max_ids.get(entity, -1) >= size
-        }
+    def __init__(self, price: np.ndarray, stats: pa.Table | None = None) -> None:
+        self.price = np.asarray(price, dtype=np.float64)
+        if stats is None:
+            stats = ITEM_STATS.empty_table()
+        stats = stats.sort_by([("item", "ascending"), ("ts", "ascending")])
+        self.stats_item = stats.column("item").to_numpy().astype(np.int64, copy=False)
+        self.stats_ts = stats.column("ts").to_numpy().astype(np.int64, copy=False)
+        self.impressions = stats.column("impressions_total").to_numpy().astype(np.int64, copy=False)
+        self.clicks = stats.column("clicks_total").to_numpy().astype(np.int64, copy=False)
+        # Epoch-ms stamps times item indices would overflow int64, so snapshots are keyed by
+        # item · (T + 1) + (rank of their ts among the T distinct stamps, 1-based).
+        self._stamps = np.unique(self.stats_ts)
+        self._stride = len(self._stamps) + 1
+        self._keys = self.stats_item * self._stride + np.searchsorted(self._stamps, self.stats_ts) + 1
 
-    def build(
-        self, examples: Examples, index: np.ndarray | slice
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """One batch: (tensors keyed as in `keys`, labels (B,) float32)."""
-        users = examples.user[index]
-        columns: dict[str, np.ndarray] = {}
-        for key in self.keys:
-            if key in EXAMPLE_KEYS:
-                columns[key] = getattr(examples, key)[index]
-        hist_end = examples.hist_end[index]
-        for group, group_keys in (("hist", HISTORY_KEYS), ("long", LONG_KEYS)):
-            wanted = [k for k in self.keys if k in group_keys]
-            if wanted:
-                flat = self.behaviors.history_index(users, hist_end, self.lengths[group])  # (B, L)
-                for key in wanted:
-                    columns[key] = getattr(self.behaviors, key.removeprefix(f"{group}_"))[flat]
-        wanted = [k for k in self.keys if k in CATEGORY_KEYS]
-        if wanted:
-            flat = self.behaviors.category_index(
-                users, examples.category[index], hist_end, self.lengths["cat"]
-            )  # (B, K)
-            for key in wanted:
-                columns[key] = getattr(self.behaviors, key.removeprefix("cat_"))[flat]
-        if self.item_dense is not None:
-            # Features of the real item, also when the model's vocab maps it to PAD below.
-            columns["item_dense"] = self.item_dense.features(examples.item[index], examples.ts[index])
-        for key, values in columns.items():
-            limit = self._limits.get(KEY_ENTITY.get(key, ""))
-            if limit is not None:
-                columns[key] = np.where(values < limit, values, PAD)
-        batch = {key: _tensor(values) for key, values in columns.items()}
-        return batch, _tensor(examples.label[index])
+    def statistics(self, items: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(impressions_total, clicks_total) of each item's latest snapshot with ts <= the given
+        ts, zeros when it has none: (B,), (B,) → (B,) int64 each."""
+        items = np.asarray(items, dtype=np.int64)
+        if not len(self._keys):
+            return np.zeros(len(items), np.int64), np.zeros(len(items), np.int64)
+        # Distinct stamps <= ts: a snapshot of the same item qualifies iff its rank is <= this.
+        rank = np.searchsorted(self._stamps, np.asarray(ts, dtype=np.int64), side="right")
+        found = np.searchsorted(self._keys, items * self._stride + rank, side="right") - 1
+        safe = np.maximum(found, 0)
+        hit = (found >= 0) & (self.stats_item[safe] == items)
+        return np.where(hit, self.impressions[safe], 0), np.where(hit, self.clicks[safe], 0)
 
-    def batches(
-        self,
-        examples: Examples,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        rng: np.random.Generator | None = None,
-        drop_last: bool = False,
-    ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-        """Iterate over `examples` in batches, in order or shuffled with `rng`."""
-        if batch_size <= 0:
-            raise ValueError(f"batch_size = {batch_size}: must be > 0")
-        n = len(examples)
-        if n == 0:
-            raise ValueError("no examples to batch")
-        order = (rng or np.random.default_rng()).permutation(n) if shuffle else None
-        stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
-            index = (
-                order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
-            )
-            yield self.build(examples, index)
+    def prices(self, items: np.ndarray) -> np.ndarray:
+        """Price of each item (B,) float64, NaN when unknown."""
+        items = np.asarray(items, dtype=np.int64)
+        inside = (items >= 0) & (items < len(self.price))
+        return np.where(inside, self.price[np.where(inside, items, 0)], np.nan)
+
+    def features(self, items: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """`item_dense` of candidates `items` shown at `ts`: (B,), (B,) → (B, F) float32."""
+        impressions, clicks = self.statistics(items, ts)
+        return dense_features(self.prices(items), impressions, clicks)
 
 
-def _tensor(values: np.ndarray) -> torch.Tensor:
-    # A slice is a view of the loaded columns: copy it so a batch never aliases the data set.
-    return torch.from_numpy(values if values.flags.owndata else values.copy())
+def load_item_dense(path: Path | str, num_items: int = 0) -> ItemDense:
+    """Read items/ and item_stats/ of an ingest output directory; either may be absent (an older
+    ingest, or a data set without prices), and then reads as unknown prices / no snapshots."""
+    path = Path(path)
+    items_dir, stats_dir = path / "items", path / "item_stats"
+    if items_dir.exists():
+        items = pq.read_table(items_dir, columns=["item", "price"])
+        check_schema(items, pa.schema([ITEMS.field("item"), ITEMS.field("price")]), str(items_dir))
+        price = price_table(items, num_items)
+    else:
+        log.warning("no %s: item_dense holds unknown prices", items_dir)
+        price = np.full(num_items, np.nan)
+    stats = None
+    if stats_dir.exists():
+        stats = pq.read_table(stats_dir, columns=ITEM_STATS.names)
+        check_schema(stats, ITEM_STATS, str(stats_dir))
+        stats = stats.cast(ITEM_STATS)
+    else:
+        log.warning("no %s: item_dense holds no CTR statistics", stats_dir)
+    return ItemDense(price, stats)
 
 
 def _read_columns(path: Path, schema: pa.Schema, columns: tuple[str, ...]) -> pa.Table:
