@@ -56,14 +56,9 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
 
 
 def build_model(spec: ModelSpec) -> CtrModel:
-    cls = model_class(spec.name)
-    unknown = sorted(set(spec.hparams) - SHARED_HPARAMS - set(cls.Options.model_fields))
-    if unknown:
-        valid = ", ".join(cls.Options.names()) or "none"
-        raise ValueError(
-            f"model.options.{unknown[0]}: not an option of model {spec.name!r}; valid options: {valid}"
-        )
-    return cls(spec)
+    """The model `spec` describes; its hparams beyond the shared ones are checked as its options."""
+    check_options(spec.name, {key: value for key, value in spec.hparams.items() if key not in SHARED_HPARAMS})
+    return MODELS[spec.name](spec)
 
 
 def save_model(model: CtrModel, path: Path | str) -> None:
