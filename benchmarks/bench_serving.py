@@ -37,11 +37,10 @@ def make_bundle(
     target: Path, ingest: Path, work: Path, model_cfg: ModelConfig, sizes: dict[str, int]
 ) -> Path:
     from components.deploy.export import export_bundle
-    from training.models import ModelSpec, build_model, save_model
+    from training.models import ModelSpec, build_model, model_hparams, save_model
 
     torch.manual_seed(0)
-    hparams = model_cfg.model_dump(exclude={"name"})
-    model = build_model(ModelSpec(model_cfg.name, hparams=hparams, vocab_sizes=sizes))
+    model = build_model(ModelSpec(model_cfg.name, hparams=model_hparams(model_cfg), vocab_sizes=sizes))
     save_model(model, work / "model")
     export_bundle(
         ingest, work / "model", target, {"model_version": "bench/1", "run_id": "bench", "metrics": {}}

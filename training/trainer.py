@@ -23,7 +23,7 @@ from training.distributed import distributed_context, init_distributed, replica_
 from training.evaluation import EVAL_BATCH_SIZE, predict_examples, predict_metrics, slice_metrics
 from training.ingest_data import IngestData, id_counts
 from training.metrics import ctr_metrics
-from training.models import CtrModel, ModelSpec, build_model
+from training.models import CtrModel, ModelSpec, build_model, model_hparams
 from training.runtime import (
     autocast,
     configure_threads,
@@ -55,12 +55,7 @@ class FitResult:
 def model_spec(data: IngestData, model_cfg: ModelConfig, train_cfg: TrainConfig) -> ModelSpec:
     """The spec `fit` builds: the model config as hparams, plus TrainConfig.embedding_l2 (the weight
     the models' mini-batch aware regularization reads), and the data's vocab sizes."""
-    hparams = model_cfg.model_dump(exclude={"name", "options"})
-    clash = sorted(set(model_cfg.options) & set(hparams))
-    if clash:
-        raise ValueError(f"model.options {clash} repeat model fields; set them as model.<field>")
-    hparams.update(model_cfg.options)
-    hparams["embedding_l2"] = train_cfg.embedding_l2
+    hparams = {**model_hparams(model_cfg), "embedding_l2": train_cfg.embedding_l2}
     return ModelSpec(name=model_cfg.name, hparams=hparams, vocab_sizes=dict(data.vocab_sizes))
 
 

@@ -42,6 +42,15 @@ SPEC_FILE = "model.json"
 SHARED_HPARAMS = frozenset(ModelConfig.model_fields) - {"name", "options"} | {"embedding_l2"}
 
 
+def model_hparams(model_cfg: ModelConfig) -> dict[str, Any]:
+    """A spec's flat hparams from the model config: the shared fields plus `model.options`."""
+    hparams = model_cfg.model_dump(exclude={"name", "options"})
+    clash = sorted(set(model_cfg.options) & set(hparams))
+    if clash:
+        raise ValueError(f"model.options {clash} repeat model fields; set them as model.<field>")
+    return {**hparams, **model_cfg.options}
+
+
 def model_class(name: str) -> type[CtrModel]:
     """The class registered as `name`; ValueError listing the valid names."""
     if name not in MODELS:
@@ -92,6 +101,7 @@ __all__ = [
     "check_options",
     "load_model",
     "model_class",
+    "model_hparams",
     "save_model",
     "save_state",
 ]
