@@ -1,8 +1,9 @@
-"""Helpers the kfp step bodies share: config parsing and the per-run step summaries."""
+"""Helpers the kfp step bodies share: config parsing, step summaries, and the references steps hand on."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -13,25 +14,46 @@ from seqrank.paths import StatePaths, keep_state_local
 from seqrank.storage import read_json, write_json
 
 
-def step_config(config_yaml: str) -> tuple[PipelineConfig, StatePaths]:
+def setup_step() -> None:
     setup_logging()
-    cfg = from_dict(yaml.safe_load(config_yaml), "pipeline parameter config_yaml")
-    paths = StatePaths(cfg.state_dir)
+
+
+def step_config(config_yaml: str) -> tuple[PipelineConfig, StatePaths]:
+    """The step's config and the shared state it names (infra section; state_dir when local)."""
+    setup_step()
+    cfg = from_dict(yaml.safe_load(config_yaml), "pipeline parameter config")
+    paths = StatePaths.of(cfg)
     keep_state_local(paths)
     return cfg, paths
 
 
-def summary_path(paths: StatePaths, run_id: str, step: str):
-    return paths.run_dir(run_id) / "steps" / f"{step}.json"
+def summary(result: dict[str, Any]) -> str:
+    """A step's summary as its string output (what `seqrank run` reports from)."""
+    return json.dumps(result, sort_keys=True, default=str)
 
 
-def finish(paths: StatePaths, run_id: str, step: str, summary: dict[str, Any]) -> str:
-    """Record a step's summary where `seqrank run` reports from; return it as the step's output."""
-    target = summary_path(paths, run_id, step)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_json(target, summary)
-    return json.dumps(summary, default=str)
+def write_store_ref(store: Any, result: dict[str, Any]) -> None:
+    """Fill a `dsl.Output[Artifact]` that names the Feast store the features step wrote."""
+    ref = {key: result[key] for key in ("feast_dir", "project", "online_store")}
+    write_json(Path(store.path), ref)
+    store.metadata.update(ref)
 
 
-def load_summary(paths: StatePaths, run_id: str, step: str) -> dict[str, Any]:
-    return read_json(summary_path(paths, run_id, step))
+def read_store_ref(store: Any) -> dict[str, Any]:
+    return dict(read_json(Path(store.path)))
+
+
+def write_model_ref(model: Any, paths: StatePaths, result: dict[str, Any]) -> None:
+    """Fill a `dsl.Output[Model]` that names the MLflow run and model the train step logged."""
+    ref = {
+        "mlflow_run_id": result["run_id"],
+        "model_uri": result["model_uri"],
+        "tracking_uri": paths.mlflow_uri,
+        "model_name": result.get("model_name", ""),
+    }
+    write_json(Path(model.path), ref)
+    model.metadata.update(ref)
+
+
+def read_model_ref(model: Any) -> dict[str, Any]:
+    return dict(read_json(Path(model.path)))

@@ -1,4 +1,7 @@
-"""MLflow access shared by the train, gate and deploy steps: one backend, under the state directory."""
+"""MLflow access shared by the train, gate and deploy steps: the backend the infra section names.
+
+Locally that is SQLite under the state directory; on a cluster a tracking server over HTTP.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ CHAMPION_ALIAS = "champion"
 
 
 def client(paths: StatePaths):  # -> mlflow.MlflowClient, imported lazily (mlflow is slow to import)
-    """A client on the state directory's SQLite backend; also points the fluent API there."""
+    """A client on the configured backend (SQLite under the root by default); also points the fluent API there."""
     import mlflow
 
     # Serving and gating never need pickled models; refuse them so a tampered artifact cannot run code.
@@ -23,13 +26,13 @@ def client(paths: StatePaths):  # -> mlflow.MlflowClient, imported lazily (mlflo
 
 
 def experiment_id(paths: StatePaths, name: str) -> str:
-    """Get or create `name` with artifacts under the state dir (MLflow's default is ./mlruns of the cwd)."""
+    """Get or create `name`; locally its artifacts go under the state dir (MLflow's default is the
+    cwd's ./mlruns), on a tracking server where the infra section or the server says."""
     mlflow_client = client(paths)
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = (paths.mlflow_artifacts / name).resolve().as_uri()
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    return mlflow_client.create_experiment(name, artifact_location=paths.experiment_artifacts(name))
 
 
 def download(artifact_uri: str, dst: Path | None = None) -> Path:

@@ -1,7 +1,7 @@
 """The seqrank Feast repo: declarative entities, feature views and services, and the store config."""
 
 from feature_repo.push import Behavior, decode_arrays, entity_key, push_behaviors
-from feature_repo.store_config import CLUSTER_YAML, STORE_YAML, store_config, write_store_config
+from feature_repo.store_config import STORE_YAML, store_config, write_store_config
 from feature_repo.views import (
     CATEGORY_SEQUENCE_FEATURES,
     ITEM_CTR_FEATURE,
@@ -25,7 +25,6 @@ from feature_repo.views import (
 
 __all__ = [
     "CATEGORY_SEQUENCE_FEATURES",
-    "CLUSTER_YAML",
     "ITEM_CTR_FEATURE",
     "ITEM_PROFILE",
     "ITEM_STATS_VIEW",

@@ -183,6 +183,144 @@ class ServeConfig(_Section):
     )
 
 
+class FeastStoreConfig(_Section):
+    online_store: Literal["sqlite", "redis"] = Field(
+        "sqlite", description="sqlite: a file under the root (one machine); redis: a server every pod reaches"
+    )
+    redis_connection: str = Field(
+        "localhost:6379",
+        description="redis: host:port[,password=...,ssl=true]; Feast expands ${VAR} from the environment",
+    )
+    registry: str = Field(
+        "",
+        description="registry file; empty: feast/registry.db under the root; s3:// or gs:// for one "
+        "registry shared by every pod",
+    )
+    registry_cache_ttl_seconds: int = Field(
+        60, ge=0, description="how long a reader trusts its cached registry before re-reading it"
+    )
+
+
+class InfraConfig(_Section):
+    """Where the state steps share lives. Inside a scheduled run every path comes from here."""
+
+    root: str = Field(
+        "",
+        description="shared state (vocab, drift baseline, Feast repo, serving bundles); empty: state_dir; "
+        "on a cluster the mount path of a volume every step mounts",
+    )
+    mlflow_tracking_uri: str = Field(
+        "",
+        description="empty: sqlite:///<root>/mlflow.db; on a cluster the tracking server, http://mlflow:5000",
+    )
+    mlflow_artifact_root: str = Field(
+        "",
+        description="where new experiments keep artifacts; empty: <root>/mlartifacts (or the tracking "
+        "server's own artifact root when the tracking URI is a server); s3://bucket/mlflow on a cluster",
+    )
+    feast: FeastStoreConfig = FeastStoreConfig()
+
+    @model_validator(mode="after")
+    def _root_is_a_path(self) -> InfraConfig:
+        if "://" in self.root:
+            raise ValueError(
+                f"root = {self.root!r}: the shared root must be a file system path (mount an object "
+                "store or a volume there); MLflow artifacts and the Feast registry take URIs of their own"
+            )
+        return self
+
+
+class StepResources(_Section):
+    # `cpu: 2` in YAML is a number; Kubernetes quantities are strings.
+    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
+
+    cpu: str = Field(
+        "1", pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU request and limit, e.g. 2 or 500m"
+    )
+    memory: str = Field(
+        "4G",
+        pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?)?$",
+        description="memory request and limit, e.g. 8G or 512Mi",
+    )
+    retries: int = Field(0, ge=0, le=10, description="retries with backoff for transient failures")
+
+
+# What each step asks for unless the config says otherwise; a partial override keeps the rest.
+_DEFAULT_RESOURCES: dict[str, dict[str, Any]] = {
+    "prepare": {"cpu": "500m", "memory": "1G", "retries": 2},
+    "ingest": {"cpu": "4", "memory": "16G", "retries": 2},
+    "validate": {"cpu": "2", "memory": "8G", "retries": 1},
+    "features": {"cpu": "2", "memory": "8G", "retries": 2},
+    "validate_features": {"cpu": "1", "memory": "4G", "retries": 1},
+    "train": {"cpu": "8", "memory": "32G", "retries": 1},
+    "gate": {"cpu": "4", "memory": "16G", "retries": 1},
+    "deploy": {"cpu": "1", "memory": "4G", "retries": 2},
+}
+
+
+class StepsResources(_Section):
+    prepare: StepResources
+    ingest: StepResources
+    validate_: StepResources = Field(alias="validate")
+    features: StepResources
+    validate_features: StepResources
+    train: StepResources
+    gate: StepResources
+    deploy: StepResources
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        filled = {
+            step: {**defaults, **(data.get(step) or {})} for step, defaults in _DEFAULT_RESOURCES.items()
+        }
+        return {**data, **filled}
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def of(self, step: str) -> StepResources:
+        resources: StepResources = getattr(self, "validate_" if step == "validate" else step)
+        return resources
+
+
+class Toleration(_Section):
+    key: str
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str = ""
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
+
+
+class KubeflowConfig(_Section):
+    """How the compiled pipeline asks a Kubeflow cluster for resources; read when compiling."""
+
+    image: str = Field(
+        "seqrank:latest", min_length=1, description="the one image of every step and the service"
+    )
+    train_gpus: int = Field(1, ge=0, description="GPUs the train step requests (0, or `compile --cpu`: none)")
+    accelerator: str = Field("nvidia.com/gpu", min_length=1, description="the GPU resource name")
+    resources: StepsResources = Field(
+        default_factory=lambda: StepsResources.model_validate({}),
+        description="per step: CPU, memory and retries",
+    )
+    retry_backoff_seconds: int = Field(30, ge=0, description="first retry waits this long, then doubles")
+    cache_data_steps: bool = Field(
+        True, description="ingest and validation reuse outputs for the same inputs"
+    )
+    cache_model_steps: bool = Field(
+        False, description="also cache train, gate and deploy (off: every run trains)"
+    )
+    pvc: str = Field("", description="a PersistentVolumeClaim every step mounts at infra.root (empty: none)")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="node labels for every step")
+    train_node_selector: dict[str, str] = Field(
+        default_factory=dict, description="node labels for the train step, e.g. a GPU node pool"
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="taints the train step tolerates (GPU nodes are often tainted)"
+    )
+
+
 class PipelineConfig(_Section):
     state_dir: Path = Field(Path(".seqrank"), description="all local state lives here, never in $HOME")
     input: list[str] = Field(
@@ -197,6 +335,8 @@ class PipelineConfig(_Section):
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
     serve: ServeConfig = ServeConfig()
+    infra: InfraConfig = InfraConfig()
+    kubeflow: KubeflowConfig = KubeflowConfig()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

@@ -1,4 +1,9 @@
-"""Where local state lives: everything under one state directory (default `.seqrank/`)."""
+"""Where shared state lives: under the infra root (default: the state directory, `.seqrank/`).
+
+Steps find the vocab, the drift baseline, the Feast repo, MLflow and the serving bundles through
+`StatePaths.of(cfg)`, which reads only the config's `infra` section (and `state_dir` when the infra
+root is empty, as on a laptop), so a step on a cluster never sees the submitting machine's paths.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,24 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from seqrank.config import PipelineConfig
+
 
 @dataclass(frozen=True)
 class StatePaths:
     """Every path a step reads or writes under the state directory; creates nothing by itself."""
 
     root: Path
+    tracking_uri: str = ""  # empty: the SQLite file under root
+    artifact_root: str = ""  # empty: mlartifacts/ under root (or the tracking server's own)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).resolve())
+
+    @classmethod
+    def of(cls, cfg: PipelineConfig) -> StatePaths:
+        infra = cfg.infra
+        return cls(Path(infra.root or cfg.state_dir), infra.mlflow_tracking_uri, infra.mlflow_artifact_root)
 
     @property
     def raw(self) -> Path:
@@ -46,11 +60,19 @@ class StatePaths:
 
     @property
     def mlflow_uri(self) -> str:
-        return f"sqlite:///{self.mlflow_db}"
+        return self.tracking_uri or f"sqlite:///{self.mlflow_db}"
 
     @property
     def mlflow_artifacts(self) -> Path:
         return self.root / "mlartifacts"
+
+    def experiment_artifacts(self, experiment: str) -> str | None:
+        """Artifact location of a new experiment; None lets a tracking server choose its own."""
+        if self.artifact_root:
+            return f"{self.artifact_root.rstrip('/')}/{experiment}"
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return (self.mlflow_artifacts / experiment).resolve().as_uri()
 
     @property
     def feast(self) -> Path:

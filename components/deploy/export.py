@@ -54,9 +54,19 @@ def export_bundle(data_dir: Path, model_dir: Path, target: Path, meta: dict[str,
         write_json(tmp / "bundle.json", meta)
 
 
-def run(data_dir: Path, run_id: str, cfg: PipelineConfig, gate_report: dict[str, Any]) -> dict[str, Any]:
-    """Register `run_id`'s model, export it as the champion bundle, then point the alias at it."""
-    paths = StatePaths(cfg.state_dir)
+def run(
+    data_dir: Path,
+    run_id: str,
+    cfg: PipelineConfig,
+    gate_report: dict[str, Any],
+    store: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Register `run_id`'s model, export it as the champion bundle, then point the alias at it.
+
+    `store` is the features step's reference to the Feast store the bundle's ids agree with; the
+    bundle records it so the service reads the same one.
+    """
+    paths = StatePaths.of(cfg)
     client = tracking.client(paths)
     from mlflow.exceptions import MlflowException
 
@@ -74,6 +84,7 @@ def run(data_dir: Path, run_id: str, cfg: PipelineConfig, gate_report: dict[str,
         "model_version": model_version,
         "run_id": run_id,
         "metrics": gate_report.get("challenger_metrics", {}),
+        "feature_store": store or {"feast_dir": str(paths.feast), "project": cfg.features.project},
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     export_bundle(data_dir, tracking.download(source), paths.champion_bundle, meta)

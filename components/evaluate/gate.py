@@ -44,7 +44,7 @@ def run(data_dir: Path, challenger_run_id: str, cfg: PipelineConfig) -> dict[str
     from training.ingest_data import load_ingest
     from training.models import load_model
 
-    paths = StatePaths(cfg.state_dir)
+    paths = StatePaths.of(cfg)
     client = tracking.client(paths)
     data = load_ingest(data_dir)
 

@@ -31,7 +31,7 @@ from feature_repo import (
 )
 from feature_repo.push import push_behaviors as push_online
 from feature_repo.store_config import ONLINE_DB_FILE, STORE_YAML
-from seqrank.config import FeatureConfig
+from seqrank.config import FeastStoreConfig, FeatureConfig
 from seqrank.storage import atomic_dir
 
 if TYPE_CHECKING:
@@ -158,7 +158,11 @@ def _write_online(
 
 
 def run(
-    ingest_dir: Path, feast_dir: Path, cfg: FeatureConfig, on_chunk: ChunkHook | None = None
+    ingest_dir: Path,
+    feast_dir: Path,
+    cfg: FeatureConfig,
+    on_chunk: ChunkHook | None = None,
+    store_cfg: FeastStoreConfig | None = None,
 ) -> dict[str, Any]:
     """Build feature tables into `feast_dir/data/`, apply the Feast repo, and fill the online store.
 
@@ -178,11 +182,13 @@ def run(
     rows = build_tables(Path(ingest_dir), data_dir, cfg, on_chunk)
     built = time.perf_counter()
 
-    write_store_config(feast_dir, cfg.project)
+    store_cfg = store_cfg or FeastStoreConfig()
+    write_store_config(feast_dir, cfg.project, store_cfg)
     store = FeatureStore(repo_path=str(feast_dir))
     objects = definitions(data_dir, cfg)
     store.apply(objects)
-    online.use_wal(feast_dir / ONLINE_DB_FILE)
+    if store_cfg.online_store == "sqlite":
+        online.use_wal(feast_dir / ONLINE_DB_FILE)
     applied = time.perf_counter()
 
     online_seconds: dict[str, float] = {}
@@ -204,6 +210,7 @@ def run(
         "rows": rows,
         "feast_dir": str(feast_dir),
         "project": cfg.project,
+        "online_store": store_cfg.online_store,
         "seconds": {
             "tables": round(built - started, 3),
             "apply": round(applied - built, 3),

@@ -150,7 +150,7 @@ def run(
         replica = fit(data, cfg.model, cfg.train, resume=resume)
         return {"rank": ctx.rank, "metrics": {f"test_{k}": v for k, v in replica.test.items()}}
 
-    paths = StatePaths(cfg.state_dir)
+    paths = StatePaths.of(cfg)
     client = tracking.client(paths)
     experiment_id = tracking.experiment_id(paths, cfg.train.experiment)
     run_tags = {

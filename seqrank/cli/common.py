@@ -33,7 +33,7 @@ def cli_config(config: str | None, overrides: tuple[str, ...], **fields: Any) ->
         raise click.ClickException(f"invalid config: {err}") from None
     # Steps run in subprocesses with other working directories: pin the state dir absolutely.
     cfg = cfg.model_copy(update={"state_dir": cfg.state_dir.resolve()})
-    keep_state_local(StatePaths(cfg.state_dir))
+    keep_state_local(StatePaths.of(cfg))
     return cfg
 
 

@@ -22,7 +22,7 @@ def features() -> None:
 
 
 def _feast_dir(cfg: PipelineConfig, feast_dir: Path | None) -> Path:
-    return feast_dir or StatePaths(cfg.state_dir).feast
+    return feast_dir or StatePaths.of(cfg).feast
 
 
 def _dense(cfg: PipelineConfig, entity: str, raw: str, as_index: bool, required: bool) -> int:
@@ -35,7 +35,7 @@ def _dense(cfg: PipelineConfig, entity: str, raw: str, as_index: bool, required:
     from seqrank.vocab import MissingVocabError, UnknownIdError, dense_index
 
     try:
-        return dense_index(StatePaths(cfg.state_dir).vocab, entity, raw)
+        return dense_index(StatePaths.of(cfg).vocab, entity, raw)
     except MissingVocabError as err:
         raise click.ClickException(f"{err}: run ingest first, or pass --index") from None
     except UnknownIdError as err:

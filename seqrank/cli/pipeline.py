@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
 from pathlib import Path
 
 import click
@@ -19,7 +18,7 @@ def _generated_logs(cfg: PipelineConfig) -> Path:
     from simulator import generate as run_generator
 
     key = hashlib.sha256(cfg.generator.model_dump_json().encode()).hexdigest()[:12]
-    out = StatePaths(cfg.state_dir).raw / f"generated-{key}"
+    out = StatePaths.of(cfg).raw / f"generated-{key}"
     if not (out / "summary.json").exists():
         console().print(f"[bold]generating logs[/] into {out}")
         run_generator(cfg.generator, out, progress=True)
@@ -30,7 +29,14 @@ def _generated_logs(cfg: PipelineConfig) -> Path:
 @click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
 @click.option("--state-dir", type=click.Path(path_type=Path), help="Where all local state lives.")
-def run(config, overrides, state_dir) -> None:
+@click.option("--start", "start_date", help="Only events on or after this date (ISO, UTC), e.g. 2026-01-01.")
+@click.option(
+    "--end", "end_date", help="Only events before this date (ISO, UTC); with --start: a backfill window."
+)
+@click.option(
+    "--no-cache", is_flag=True, help="Run every step, even ingest and validation of unchanged inputs."
+)
+def run(config, overrides, state_dir, start_date, end_date, no_cache) -> None:
     """Run the whole pipeline locally through Kubeflow's subprocess runner.
 
     Ingest (Beam) → validate (Great Expectations) → features (Feast) → train (PyTorch, MLflow)
@@ -45,39 +51,87 @@ def run(config, overrides, state_dir) -> None:
     if not inputs:
         raw = _generated_logs(cfg)
         inputs, users, items = [str(raw / "events.jsonl")], raw / "users.parquet", raw / "items.parquet"
-    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
     start = time.perf_counter()
     try:
-        run_local(cfg, run_id, inputs, users, items)
+        steps = run_local(
+            cfg,
+            inputs,
+            users,
+            items,
+            start_date=start_date or "",
+            end_date=end_date or "",
+            caching=not no_cache,
+        )
     except RuntimeError as err:
-        print_run_summary(console(), cfg, run_id, time.perf_counter() - start)
-        raise click.ClickException(f"pipeline run {run_id} failed: {err}") from None
-    print_run_summary(console(), cfg, run_id, time.perf_counter() - start)
+        raise click.ClickException(
+            f"pipeline run failed after {time.perf_counter() - start:.0f}s: {err}"
+        ) from None
+    print_run_summary(console(), cfg, steps, time.perf_counter() - start)
 
 
 @click.command(name="compile")
 @click.option(
-    "--out", type=click.Path(path_type=Path), default=Path("seqrank-pipeline.yaml"), show_default=True
+    "-o",
+    "--out",
+    "--output",
+    "out",
+    type=click.Path(path_type=Path),
+    default=Path("seqrank-pipeline.yaml"),
+    show_default=True,
+    help="Where to write the pipeline YAML.",
 )
-def compile_cmd(out: Path) -> None:
-    """Write the pipeline as KFP YAML for a Kubeflow Pipelines server."""
+@click.option("--cpu", is_flag=True, help="Request no GPU for training (overrides kubeflow.train_gpus).")
+@click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+def compile_cmd(out: Path, cpu: bool, config, overrides) -> None:
+    """Write the pipeline as KFP YAML for a Kubeflow Pipelines server.
+
+    Resources, the image, caching and volumes come from the config's kubeflow section; the run
+    parameters (inputs, dates, model, training and gate settings) default to its values.
+    """
     from pipelines.compile import compile_pipeline
 
-    click.echo(f"wrote {compile_pipeline(out)}")
+    cfg = cli_config(config, overrides)
+    click.echo(f"wrote {compile_pipeline(cfg, out, gpus=0 if cpu else None)}")
 
 
 @click.command()
-@click.option("--host", required=True, help="Kubeflow Pipelines API endpoint.")
-@click.option("--cron", default="0 0 3 * * *", show_default=True, help="KFP cron (with seconds).")
-@click.option("--input", "inputs", multiple=True, required=True, help="Raw log URIs the runs read.")
+@click.option("--host", required=True, help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8888.")
+@click.option("--cron", default="0 0 3 * * *", show_default=True, help="KFP cron (6 fields, with seconds).")
+@click.option("--experiment", default="seqrank", show_default=True, help="KFP experiment of the runs.")
+@click.option(
+    "--name", "job_name", default="seqrank-scheduled", show_default=True, help="Recurring run name."
+)
+@click.option(
+    "--input", "inputs", multiple=True, help="Raw log URIs the runs read (default: the config's input)."
+)
+@click.option("--cpu", is_flag=True, help="Request no GPU for training.")
+@click.option("--list", "list_only", is_flag=True, help="List the recurring runs instead of creating one.")
+@click.option("--delete", "delete_id", help="Delete the recurring run with this id instead.")
 @click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
-def schedule(host: str, cron: str, inputs, config, overrides) -> None:
-    """Create a recurring run of the pipeline on a Kubeflow Pipelines server."""
-    from pipelines.compile import schedule as create_schedule
+def schedule(host, cron, experiment, job_name, inputs, cpu, list_only, delete_id, config, overrides) -> None:
+    """Create, list or delete recurring runs of the pipeline on a Kubeflow Pipelines server.
 
-    cfg = cli_config(config, overrides)
-    click.echo(f"recurring run {create_schedule(cfg, host, cron, list(inputs))}")
+    The runs read every path from the config's infra section (shared volume, MLflow server, Feast
+    store), never from this machine.
+    """
+    from pipelines import compile as kfp_server
+
+    if list_only:
+        for r in kfp_server.list_schedules(host, experiment):
+            click.echo(f"{r['id']}  {r['name']}  cron={r['cron']}  {r['status']}")
+        return
+    if delete_id:
+        kfp_server.delete_schedule(host, delete_id)
+        click.echo(f"deleted recurring run {delete_id}")
+        return
+    cfg = cli_config(config, overrides, input=list(inputs) or None)
+    try:
+        run_id = kfp_server.schedule(cfg, host, cron, experiment, job_name, gpus=0 if cpu else None)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"recurring run {run_id}")
 
 
 COMMANDS: tuple[click.Command, ...] = (run, compile_cmd, schedule)

@@ -15,40 +15,35 @@ from seqrank.paths import StatePaths
 STEPS = ("ingest", "validate", "features", "validate_features", "train", "gate", "deploy")
 
 
-def load_steps(paths: StatePaths, run_id: str) -> dict[str, dict[str, Any]]:
-    """Each finished step's summary for `run_id` (steps that did not run are absent)."""
-    steps = {}
-    for step in STEPS:
-        path = paths.run_dir(run_id) / "steps" / f"{step}.json"
-        if path.exists():
-            steps[step] = json.loads(path.read_text())
-    return steps
-
-
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
     return str(value)
 
 
-def print_run_summary(console: Console, cfg: PipelineConfig, run_id: str, seconds: float) -> None:
-    paths = StatePaths(cfg.state_dir)
-    steps = load_steps(paths, run_id)
-    table = Table(title=f"seqrank run {run_id} ({seconds:.0f}s)", show_header=True)
+def print_run_summary(
+    console: Console, cfg: PipelineConfig, steps: dict[str, dict[str, Any]], seconds: float
+) -> None:
+    """Print what each step of one run reported (`pipelines.local.run_local`'s result)."""
+    paths = StatePaths.of(cfg)
+    run_name = steps.get("train", {}).get("pipeline_run", "")
+    table = Table(title=f"seqrank run {run_name} ({seconds:.0f}s)", show_header=True)
     table.add_column("step")
     table.add_column("result")
     if "ingest" in steps:
         m = steps["ingest"]
+        cached = " (cached)" if m.get("cached") else ""
         rejected = sum(m.get("rejected", {}).values())
         table.add_row(
             "ingest",
             f"read {m.get('read')}, accepted {m.get('accepted')}, rejected {rejected}, "
-            f"duplicates {m.get('duplicates')}; examples {m.get('examples')}",
+            f"duplicates {m.get('duplicates')}; examples {m.get('examples')}{cached}",
         )
     if "validate" in steps:
         v = steps["validate"]
         drift = f"; drift: {'; '.join(v['drift'])}" if v.get("drift") else ""
-        table.add_row("validate", f"passed ({v.get('seconds')}s){drift}")
+        cached = " (cached)" if v.get("cached") else ""
+        table.add_row("validate", f"passed ({v.get('seconds')}s){cached}{drift}")
     if "features" in steps:
         f = steps["features"]
         table.add_row(
@@ -73,7 +68,10 @@ def print_run_summary(console: Console, cfg: PipelineConfig, run_id: str, second
     console.print(table)
     # soft_wrap: commands must stay on one line to be copied.
     console.print(f"state dir:  {paths.root}", soft_wrap=True)
-    console.print(f"MLflow UI:  mlflow ui --backend-store-uri {paths.mlflow_uri}", soft_wrap=True)
+    if paths.mlflow_uri.startswith(("http://", "https://")):
+        console.print(f"MLflow UI:  {paths.mlflow_uri}", soft_wrap=True)
+    else:
+        console.print(f"MLflow UI:  mlflow ui --backend-store-uri {paths.mlflow_uri}", soft_wrap=True)
     for step in ("validate", "validate_features"):
         if steps.get(step, {}).get("data_docs"):
             console.print(f"Data Docs:  {steps[step]['data_docs']}", soft_wrap=True)

@@ -67,7 +67,7 @@ def ingest(inputs, out: Path, fmt: str, users, items, config, overrides) -> None
         cfg.ingest,
         users=users,
         items=items,
-        vocab_dir=StatePaths(cfg.state_dir).vocab,
+        vocab_dir=StatePaths.of(cfg).vocab,
         fmt=fmt,
     )
     click.echo(json.dumps(manifest, indent=2, default=str))
@@ -136,7 +136,7 @@ def serve(bundle, feast_dir, host, port, config, overrides) -> None:
     from serving.app import serve as run_server
 
     cfg = cli_config(config, overrides, **{"serve.host": host, "serve.port": port})
-    paths = StatePaths(cfg.state_dir)
+    paths = StatePaths.of(cfg)
     bundle = bundle or paths.champion_bundle
     if not (bundle / "bundle.json").exists():
         raise click.ClickException(f"no serving bundle at {bundle}: run `seqrank run` first")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -278,23 +277,28 @@ def test_missing_item_stats_leaves_the_view_empty(tmp_path):
     assert got["clicks_total"] == [None]
 
 
-def test_cluster_yaml_loads_as_repo_config(monkeypatch, tmp_path):
+def test_redis_store_config_loads_as_repo_config(tmp_path):
+    """The cluster store is chosen in the config's infra section and is the same repo otherwise."""
     from feast.repo_config import load_repo_config
 
-    from feature_repo import CLUSTER_YAML, store_config
+    from feature_repo import STORE_YAML, store_config, write_store_config
+    from seqrank.config import FeastStoreConfig
 
-    raw = yaml.safe_load(CLUSTER_YAML.read_text())
-    local = store_config("seqrank")
+    cluster = FeastStoreConfig(
+        online_store="redis",
+        redis_connection="redis-master:6379,db=0",
+        registry="s3://bucket/feast/registry.db",
+    )
+    local, remote = store_config("seqrank"), store_config("seqrank", cluster)
     # Only where the registry and the online store live may differ between laptop and cluster.
     for key in ("project", "provider", "offline_store", "entity_key_serialization_version"):
-        assert raw[key] == local[key], key
+        assert remote[key] == local[key], key
 
-    monkeypatch.setenv("SEQRANK_REDIS_CONNECTION", "redis-master:6379,db=0")
-    monkeypatch.setenv("SEQRANK_FEAST_REGISTRY", os.fspath(tmp_path / "registry.db"))
-    config = load_repo_config(tmp_path, CLUSTER_YAML)
+    write_store_config(tmp_path, "seqrank", cluster)
+    config = load_repo_config(tmp_path, tmp_path / STORE_YAML)
     assert config.project == "seqrank"
     assert config.online_store.type == "redis"
     assert config.online_store.redis_type == "redis"
     assert config.online_store.connection_string == "redis-master:6379,db=0"
-    assert config.registry.path == os.fspath(tmp_path / "registry.db")
+    assert config.registry.path == "s3://bucket/feast/registry.db"
     assert config.offline_store.type == "file"

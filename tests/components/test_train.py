@@ -56,7 +56,7 @@ def test_run_records_a_complete_mlflow_run(
     result = train.run(ingest_dir, cfg, tags={"pipeline_run_id": "p-1"})
 
     assert list(work.iterdir()) == []
-    paths = StatePaths(cfg.state_dir)
+    paths = StatePaths.of(cfg)
     assert paths.mlflow_db.exists()
     client = mlflow.MlflowClient(paths.mlflow_uri)
     run = client.get_run(result["run_id"])

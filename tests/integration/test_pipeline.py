@@ -1,7 +1,13 @@
-"""The whole pipeline on tiny generated logs through the kfp local runner, then the real service."""
+"""The whole pipeline on tiny generated logs through the kfp local runner, then the real service.
+
+Three runs share one state dir: the second has the same inputs (ingest and validation come from
+kfp's cache, training and the gate run again against the champion), the third's events file has
+changed (the cache misses).
+"""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -12,7 +18,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from seqrank.cli.report import load_steps
 from seqrank.config import load_config
 from seqrank.paths import StatePaths
 
@@ -43,15 +48,19 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
     raw = root / "raw"
     generate(cfg.generator, raw)
     inputs = [str(raw / "events.jsonl")]
-    run_local(cfg, "first", inputs, raw / "users.parquet", raw / "items.parquet")
+    runs = {"first": run_local(cfg, inputs, raw / "users.parquet", raw / "items.parquet")}
     # Same data again: the challenger now meets a champion and must beat it to be promoted.
-    run_local(cfg, "second", inputs, raw / "users.parquet", raw / "items.parquet")
-    return cfg, StatePaths(cfg.state_dir)
+    runs["second"] = run_local(cfg, inputs, raw / "users.parquet", raw / "items.parquet")
+    # The events file changes under the same name: its last tenth of lines is dropped.
+    lines = (raw / "events.jsonl").read_bytes().splitlines(keepends=True)
+    (raw / "events.jsonl").write_bytes(b"".join(lines[: len(lines) * 9 // 10]))
+    runs["changed"] = run_local(cfg, inputs, raw / "users.parquet", raw / "items.parquet")
+    return cfg, StatePaths.of(cfg), runs
 
 
 def test_every_step_ran_and_model_learned(pipeline_run) -> None:
-    _, paths = pipeline_run
-    steps = load_steps(paths, "first")
+    _, paths, runs = pipeline_run
+    steps = runs["first"]
     assert set(steps) == {"ingest", "validate", "features", "validate_features", "train", "gate", "deploy"}
     manifest = steps["ingest"]
     assert (
@@ -63,29 +72,44 @@ def test_every_step_ran_and_model_learned(pipeline_run) -> None:
     client = mlflow.MlflowClient(paths.mlflow_uri)
     run = client.get_run(steps["train"]["run_id"])
     assert run.data.metrics["test_auc"] > 0.6
-    assert run.data.tags["pipeline_run_id"] == "first"
+    assert run.data.tags["pipeline_run"] == steps["train"]["pipeline_run"]
     assert run.data.tags["gate_decision"] == "promote"
+    assert not steps["ingest"]["cached"] and not steps["validate"]["cached"]
+
+
+def test_cache_hits_for_the_same_inputs_and_misses_for_a_changed_file(pipeline_run) -> None:
+    _, _, runs = pipeline_run
+    first, second, changed = runs["first"], runs["second"], runs["changed"]
+    assert second["ingest"]["cached"] and second["validate"]["cached"]
+    assert second["ingest"]["output"] == first["ingest"]["output"]
+    # Training, the gate and the feature store are never taken from the cache.
+    assert second["train"]["run_id"] != first["train"]["run_id"]
+    assert second["train"]["pipeline_run"] != first["train"]["pipeline_run"]
+    assert not changed["ingest"]["cached"] and not changed["validate"]["cached"]
+    assert changed["ingest"]["read"] < first["ingest"]["read"]
 
 
 def test_champion_alias_and_second_run_gated_against_it(pipeline_run) -> None:
-    cfg, paths = pipeline_run
+    cfg, paths, runs = pipeline_run
     import mlflow
 
     client = mlflow.MlflowClient(paths.mlflow_uri)
     champion = client.get_model_version_by_alias(cfg.train.registered_model, "champion")
-    first, second = load_steps(paths, "first"), load_steps(paths, "second")
+    first, second, changed = runs["first"], runs["second"], runs["changed"]
     assert second["gate"]["champion_version"] == "1"
     assert second["gate"]["champion_metrics"] is not None
-    expected = second["train"]["run_id"] if second["gate"]["promote"] else first["train"]["run_id"]
-    assert champion.run_id == expected
+    promoted = [run["train"]["run_id"] for run in (first, second, changed) if run["gate"]["promote"]]
+    assert champion.run_id == promoted[-1]
     assert ("deploy" in second) == second["gate"]["promote"]
+    bundle = json.loads((paths.champion_bundle / "bundle.json").read_text())
+    assert bundle["feature_store"]["feast_dir"] == str(paths.feast)
 
 
 def test_user_sequence_in_feast_online_store(pipeline_run) -> None:
-    cfg, paths = pipeline_run
+    cfg, paths, runs = pipeline_run
     from serving.features import OnlineFeatures
 
-    data_dir = Path(load_steps(paths, "second")["ingest"]["output"])
+    data_dir = Path(runs["changed"]["ingest"]["output"])
     behaviors = pq.read_table(data_dir / "behaviors").to_pylist()
     longest = max(behaviors, key=lambda row: len(row["item"]))
     online = OnlineFeatures(paths.feast).user_sequence(longest["user"])
@@ -105,7 +129,7 @@ def test_real_service_ranks_for_a_generated_user(pipeline_run) -> None:
 
     from serving.app import create_app
 
-    cfg, paths = pipeline_run
+    cfg, paths, _ = pipeline_run
     port = _free_port()
     app = create_app(paths.champion_bundle, paths.feast, cfg.serve)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
