@@ -43,6 +43,14 @@ class IngestConfig(_Section):
     runner_options: list[str] = Field(
         default_factory=list, description="extra Beam pipeline options, e.g. --flink_master=host:8081"
     )
+    # Workers that share no disk with the driver (or with each other) can only hand rows on through
+    # storage they all reach; the local default keeps the fast memory-mapped path.
+    temp_location: str = Field(
+        "",
+        description="where Beam workers write the exchange files and outputs, through Beam FileSystems "
+        "(gs://bucket/tmp, s3://bucket/tmp, hdfs://namenode/tmp, or a shared mount); empty: the step's "
+        "local temp dir beside the output",
+    )
     session_gap_minutes: float = Field(30.0, gt=0, description="inactivity gap that closes a session")
     attribution_window_minutes: float = Field(
         30.0, gt=0, description="a click without request_id credits an impression this recent"
@@ -162,6 +170,11 @@ class TrainConfig(_Section):
     seed: int = 0
     checkpoint_dir: Path | None = Field(
         None, description="write the last and best epoch here after every epoch; `train --resume` continues"
+    )
+    warm_start: Literal["off", "champion"] = Field(
+        "off",
+        description="champion: start from the champion's weights when it is the same model (ids the "
+        "vocab appended since start fresh); off: from scratch",
     )
     experiment: str = Field("seqrank", min_length=1, description="MLflow experiment name")
     registered_model: str = Field("seqrank-ranker", min_length=1, description="MLflow registered model")

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from training.runtime import (
     to_device,
     tune_allocator,
 )
+from training.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ def fit(
     *,
     progress: bool = False,
     resume: bool = False,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> FitResult:
     """Train `model_cfg.name` on the train split, keep the epoch with the best validation GAUC.
 
@@ -145,6 +147,8 @@ def fit(
         progress: show a rich progress bar per epoch.
         resume: continue from the checkpoint in `train_cfg.checkpoint_dir` (training.checkpoint)
             when there is one: same weights, optimizer state, RNGs and history as if never stopped.
+        init_state: weights to start from where they fit (`training.warm_start`), e.g. the
+            champion's; a checkpoint being resumed wins over them.
 
     Every epoch writes a checkpoint there when `train_cfg.checkpoint_dir` is set (rank 0 only).
 
@@ -165,6 +169,8 @@ def fit(
     spec = model_spec(data, model_cfg, train_cfg)
     model = build_model(spec)
     model.prepare(id_counts(data))
+    if init_state is not None:
+        warm_start(model, init_state)
     model = model.to(device)
     builder = BatchBuilder(data, model.sequence_lengths(), batch_keys(model))
     optimizer = make_optimizer(model, train_cfg.lr)

@@ -112,6 +112,40 @@ def slice_plot(slices: dict[str, dict[str, float]], overall: dict[str, float], t
     return target
 
 
+def champion_state(paths: StatePaths, cfg: PipelineConfig) -> tuple[dict[str, Any] | None, str | None]:
+    """The champion's weights to warm-start from, and its version, when `train.warm_start` asks.
+
+    Only a champion of the same model with full (unhashed) embeddings qualifies: hashed tables
+    map ids to rows by frequency, which changes from run to run. Otherwise (None, None): from scratch.
+    """
+    if cfg.train.warm_start == "off":
+        return None, None
+    from safetensors.torch import load_file
+
+    from training.models import SPEC_FILE, WEIGHTS_FILE, ModelSpec
+
+    version = tracking.champion_version(paths, cfg.train.registered_model)
+    if version is None:
+        log.info("warm start: no champion yet; training from scratch")
+        return None, None
+    model_dir = tracking.download(version.source)
+    spec = ModelSpec.from_dict(json.loads((model_dir / SPEC_FILE).read_text()))
+    if (
+        spec.name != cfg.model.name
+        or cfg.model.embedding != "full"
+        or spec.hparams.get("embedding") != "full"
+    ):
+        log.info(
+            "warm start: champion %s is %s (embedding %s); training %s from scratch",
+            version.version,
+            spec.name,
+            spec.hparams.get("embedding"),
+            cfg.model.name,
+        )
+        return None, None
+    return load_file(str(model_dir / WEIGHTS_FILE)), f"{cfg.train.registered_model}/{version.version}"
+
+
 def run(
     ingest_dir: Path,
     cfg: PipelineConfig,
@@ -153,10 +187,12 @@ def run(
     paths = StatePaths.of(cfg)
     client = tracking.client(paths)
     experiment_id = tracking.experiment_id(paths, cfg.train.experiment)
+    init_state, warm_from = champion_state(paths, cfg)
     run_tags = {
         "model_name": cfg.model.name,
         "data_manifest_sha256": file_fingerprint(manifest),
         "seqrank.step": "train",
+        "warm_start_from": warm_from or "none",
         **(tags or {}),
     }
     mlflow_run = client.create_run(
@@ -183,6 +219,7 @@ def run(
             on_epoch=lambda epoch, metrics: log_metrics(metrics, epoch),
             progress=progress,
             resume=resume,
+            init_state=init_state,
         )
 
         final = {

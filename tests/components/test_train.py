@@ -133,3 +133,35 @@ def test_run_refuses_data_without_manifest(ingest_dir: Path, tmp_path: Path) -> 
     (copy / "manifest.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"no manifest\.json"):
         train.run(copy, tiny_config(tmp_path / "state"))
+
+
+def test_warm_start_begins_from_the_champion_of_the_same_model(ingest_dir: Path, tmp_path: Path) -> None:
+    import mlflow
+    from safetensors.torch import load_file
+
+    from components import tracking, train
+
+    cfg = tiny_config(tmp_path / "state")
+    first = train.run(ingest_dir, cfg)
+    paths = StatePaths.of(cfg)
+    client = tracking.client(paths)
+    name = cfg.train.registered_model
+    client.create_registered_model(name)
+    version = client.create_model_version(name, source=first["model_uri"], run_id=first["run_id"])
+    client.set_registered_model_alias(name, tracking.CHAMPION_ALIAS, version.version)
+
+    warm = cfg.model_copy(update={"train": cfg.train.model_copy(update={"warm_start": "champion"})})
+    state, source = train.champion_state(paths, warm)
+    assert source == f"{name}/1"
+    champion = load_file(str(tracking.download(first["model_uri"]) / "model.safetensors"))
+    assert state is not None and set(state) == set(champion)
+    second = train.run(ingest_dir, warm)
+    assert (
+        mlflow.MlflowClient(paths.mlflow_uri).get_run(second["run_id"]).data.tags["warm_start_from"]
+        == f"{name}/1"
+    )
+
+    # Another model, or the default (off), trains from scratch.
+    other = warm.model_copy(update={"model": warm.model.model_copy(update={"name": "emb_mlp"})})
+    assert train.champion_state(paths, other) == (None, None)
+    assert train.champion_state(paths, cfg) == (None, None)
