@@ -10,14 +10,24 @@ from seqrank.config import PipelineConfig
 
 
 def compile_pipeline(cfg: PipelineConfig, out: Path, gpus: int | None = None) -> Path:
-    """Write the pipeline for `cfg` to `out`; the same config gives the same bytes."""
+    """Write the pipeline for `cfg` to `out`; the same config gives the same bytes.
+
+    The config the YAML carries as its default is `portable_config(cfg)`: no path of this machine.
+    """
     from kfp import compiler
 
     from pipelines.pipeline import build_pipeline
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(cfg, gpus), str(out))
+    compiler.Compiler().compile(build_pipeline(portable_config(cfg), gpus), str(out))
     return out
+
+
+def portable_config(cfg: PipelineConfig) -> PipelineConfig:
+    """`cfg` without this machine's state dir (the default, relative `.seqrank`, takes its place)."""
+    data = cfg.to_dict()
+    data.pop("state_dir")
+    return cfg.model_validate(data)
 
 
 def cluster_config(cfg: PipelineConfig) -> PipelineConfig:
@@ -36,9 +46,7 @@ def cluster_config(cfg: PipelineConfig) -> PipelineConfig:
         problems.append("input is empty: a scheduled run reads logs, it does not generate them")
     if problems:
         raise ValueError("this config cannot run on a cluster: " + "; ".join(problems))
-    data = cfg.to_dict()
-    data.pop("state_dir")  # unused once infra.root is set; the default names no local path
-    return cfg.model_validate(data)
+    return portable_config(cfg)
 
 
 def schedule(

@@ -7,6 +7,7 @@ parameters a KFP UI user sees default to `cfg`'s values; `config_yaml` holds the
 """
 
 # No `from __future__ import annotations`: kfp reads the pipeline's annotations as types.
+import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -82,9 +83,13 @@ def build_pipeline(cfg: PipelineConfig, gpus: int | None = None) -> Callable[...
     def task(step: str, **kwargs: Any) -> dsl.PipelineTask:
         return _configure(steps[step](**kwargs), step, cfg, gpus)
 
+    # One line of JSON (which is YAML): kfp writes defaults into comment lines of the compiled file,
+    # where a multi-line default would break the YAML.
+    config_default = json.dumps(cfg.to_dict(), sort_keys=True)
+
     @dsl.pipeline(name=NAME, description=DESCRIPTION)
     def seqrank(
-        config_yaml: str = cfg.to_yaml(),
+        config_yaml: str = config_default,
         inputs: list = list(cfg.input),  # noqa: B006 - kfp reads the default; nothing mutates it
         users: str = "",
         items: str = "",
