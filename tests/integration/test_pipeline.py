@@ -1,8 +1,9 @@
 """The whole pipeline on tiny generated logs through the kfp local runner, then the real service.
 
-Three runs share one state dir: the second has the same inputs (ingest and validation come from
-kfp's cache, training and the gate run again against the champion), the third's events file has
-changed (the cache misses).
+Three runs share one state dir. The second is the compiled YAML, loaded back with kfp, on the
+same inputs: ingest and validation come from kfp's cache (so the compiled steps are the ones the
+first run built in process), training and the gate run again against the champion. The third's
+events file has changed under the same name: the cache misses.
 """
 
 from __future__ import annotations
@@ -20,41 +21,30 @@ import pytest
 
 from seqrank.config import load_config
 from seqrank.paths import StatePaths
+from tests.helpers.pipeline import TINY, generated_logs
 
 pytestmark = pytest.mark.slow
-
-TINY = [
-    "generator.users=300",
-    "generator.items=300",
-    "generator.categories=12",
-    "generator.days=10",
-    "generator.seed=3",
-    "train.epochs=3",
-    "train.batch_size=256",
-    "train.lr=0.01",
-    "validate.min_examples=100",
-    "features.max_sequence_length=200",
-    "features.category_k=50",
-]
 
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
+    from kfp.components import load_component_from_file
+
+    from pipelines.compile import compile_pipeline
     from pipelines.local import run_local
-    from simulator import generate
 
     root = tmp_path_factory.mktemp("seqrank")
     cfg = load_config(overrides=[*TINY, f"state_dir={root / 'state'}"])
     raw = root / "raw"
-    generate(cfg.generator, raw)
-    inputs = [str(raw / "events.jsonl")]
-    runs = {"first": run_local(cfg, inputs, raw / "users.parquet", raw / "items.parquet")}
+    inputs, users, items = generated_logs(cfg, raw)
+    runs = {"first": run_local(cfg, inputs, users, items)}
     # Same data again: the challenger now meets a champion and must beat it to be promoted.
-    runs["second"] = run_local(cfg, inputs, raw / "users.parquet", raw / "items.parquet")
+    compiled = compile_pipeline(cfg, root / "seqrank.yaml")
+    runs["second"] = run_local(cfg, inputs, users, items, pipeline=load_component_from_file(str(compiled)))
     # The events file changes under the same name: its last tenth of lines is dropped.
     lines = (raw / "events.jsonl").read_bytes().splitlines(keepends=True)
     (raw / "events.jsonl").write_bytes(b"".join(lines[: len(lines) * 9 // 10]))
-    runs["changed"] = run_local(cfg, inputs, raw / "users.parquet", raw / "items.parquet")
+    runs["changed"] = run_local(cfg, inputs, users, items)
     return cfg, StatePaths.of(cfg), runs
 
 
