@@ -116,20 +116,37 @@ def _labels(
     return labels
 
 
+# An open end of a run's date window.
+NO_LIMIT = (-(2**62), 2**62)
+
+
 def build_shard(
     tables: Iterable[pa.Table],
     bounds: tuple[int, int] | None,
     gap_ms: int,
     window_ms: int,
     split_mode: str = "time",
+    run_window: tuple[int, int] = NO_LIMIT,
 ) -> ShardOutput:
     """behaviors (one row per user) and examples (one row per impression) for a shard's users.
 
     `split_mode` "time" splits at the global time bounds; "last_per_user" (the DIN protocol for
     Amazon) makes each user's impressions at their latest timestamp test, those at the one before
     valid, and the rest train.
+
+    `run_window` [start, end) in epoch ms (a backfill window): examples are the impressions inside
+    it; history (behaviors, sessions, hist_end) is everything before `end`, whenever it began, so
+    a window's examples equal those one run over all the logs gives for the same impressions, and
+    the behaviors equal that run's as of `end`. Clicks up to `window_ms` after `end` still label
+    the impressions before it; later events are counted as `after_window` and used for nothing.
     """
     events = concat([t for t in tables if t is not None], ENCODED)
+    start_ms, end_ms = run_window
+    horizon = end_ms + window_ms if end_ms < NO_LIMIT[1] else end_ms
+    in_horizon = pc.less(events.column("ts"), horizon)
+    after_window = events.num_rows - pc.sum(in_horizon).as_py() if events.num_rows else 0
+    if after_window:
+        events = events.filter(in_horizon)
     n = events.num_rows
     user = events.column("user").to_numpy()
     ts = events.column("ts").to_numpy()
@@ -162,11 +179,13 @@ def build_shard(
     first_of_ts = np.maximum.accumulate(np.where(same_ts_start, np.arange(n), 0))
     hist_end = (before[first_of_ts] - before[starts][gid]).astype(np.int32)
 
-    b = np.flatnonzero(positive)
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(gid[b], minlength=n_users))])
+    # History ends at the window's end; a user whose first event is later is not in this run.
+    b = np.flatnonzero(positive & (ts < end_ms))
+    known = ts[starts] < end_ms
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(gid[b], minlength=n_users)[known])])
     behaviors = pa.table(
         {
-            "user": pa.array(user[starts]),
+            "user": pa.array(user[starts][known]),
             "item": _list_column(offsets, item[b], pa.int64()),
             "category": _list_column(offsets, category[b], pa.int64()),
             "ts": _list_column(offsets, ts[b], pa.int64()),
@@ -179,6 +198,9 @@ def build_shard(
     imp = np.flatnonzero(etype == 0)
     click = np.flatnonzero(etype == CLICK)
     label = _labels(imp, click, gid, item, ts, events.column("request_id").combine_chunks(), window_ms)
+    inside = (ts[imp] >= start_ms) & (ts[imp] < end_ms)
+    if not inside.all():
+        imp, label = imp[inside], label[inside]
     split = np.zeros(len(imp), np.int8)
     if split_mode == "last_per_user":
         split = last_per_user_split(gid[imp], ts[imp], n_users)
@@ -204,8 +226,9 @@ def build_shard(
         schema=EXAMPLES,
     )
     stats = {
-        "events": n,
-        "users": n_users,
+        "events": n + int(after_window),  # accepted ones, whether the window uses them or not
+        "after_window": int(after_window),
+        "users": int(known.sum()),
         "behaviors": len(b),
         "sessions": int(brk.sum()),
         "examples": len(imp),
