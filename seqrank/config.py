@@ -48,7 +48,7 @@ class IngestConfig(_Section):
     temp_location: str = Field(
         "",
         description="where Beam workers write the exchange files and outputs, through Beam FileSystems "
-        "(gs://bucket/tmp, s3://bucket/tmp, hdfs://namenode/tmp, or a shared mount); empty: the step's "
+        "(gs://bucket/tmp, s3://bucket/tmp, hdfs://tmp, or a shared mount); empty: the step's "
         "local temp dir beside the output",
     )
     session_gap_minutes: float = Field(30.0, gt=0, description="inactivity gap that closes a session")

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.pvalue import TaggedOutput
 
 from components.ingest import exchange
@@ -66,10 +64,10 @@ class ParseTask(beam.DoFn):
         events = pa.concat_tables([c.events for c in checked]) if checked else CLEAN.empty_table()
         if events.num_rows == 0:
             return
-        path = Path(self._scratch) / f"task-{task.index:05d}.arrow"
+        path = exchange.join(self._scratch, f"task-{task.index:05d}.arrow")
         keys = dedup_keys(events, self._n_buckets)
         for bucket in exchange.write_partitions(events, keys, self._n_buckets, path):
-            yield bucket, str(path)
+            yield bucket, path
 
 
 class DedupBucket(beam.DoFn):
@@ -89,10 +87,10 @@ class DedupBucket(beam.DoFn):
             return
         yield TaggedOutput(IDS, collect_ids(unique))
         yield TaggedOutput(SPAN, time_range(unique))
-        path = Path(self._scratch) / f"bucket-{bucket:05d}.arrow"
+        path = exchange.join(self._scratch, f"bucket-{bucket:05d}.arrow")
         keys = user_shards(unique, self._n_shards)
         for shard in exchange.write_partitions(unique, keys, self._n_shards, path):
-            yield shard, str(path)
+            yield shard, path
 
 
 class BuildShard(beam.DoFn):
@@ -123,10 +121,12 @@ class BuildShard(beam.DoFn):
         bounds = split_bounds(*span, *self._fractions) if span is not None else None
         result = build_shard([encoded], bounds, self._gap_ms, self._window_ms, self._split_mode)
         name = f"part-{shard:05d}.parquet"
-        pq.write_table(result.behaviors, Path(self._out) / "behaviors" / name)
+        exchange.write_parquet(result.behaviors, exchange.join(self._out, "behaviors", name))
         # Dictionary pages only where values repeat: ids and timestamps would fill a dictionary,
         # have it thrown away, and cost twice the time.
-        pq.write_table(result.examples, Path(self._out) / "examples" / name, use_dictionary=_EXAMPLE_DICT)
+        exchange.write_parquet(
+            result.examples, exchange.join(self._out, "examples", name), use_dictionary=_EXAMPLE_DICT
+        )
         yield result.stats
 
 
@@ -162,7 +162,7 @@ class ItemDaysCombine(beam.CombineFn):
 
 def write_item_stats(counts: pa.Table, out: str) -> dict[str, int]:
     stats = item_stats(counts)
-    pq.write_table(stats, Path(out) / "item_stats" / "part-00000.parquet")
+    exchange.write_parquet(stats, exchange.join(out, "item_stats", "part-00000.parquet"))
     return {"item_stats_rows": stats.num_rows}
 
 
@@ -208,18 +208,16 @@ class SumStats(beam.CombineFn):
 
 def write_dead_letters(element: tuple[int, list[dict]], directory: str) -> None:
     index, rows = element
-    with open(Path(directory) / f"part-{index:05d}.jsonl", "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    exchange.write_bytes(exchange.join(directory, f"part-{index:05d}.jsonl"), text.encode("utf-8"))
 
 
 def write_vocab_outputs(vocab: Vocab, side: SideTables, out: str) -> dict[str, int]:
-    root = Path(out)
     for entity, table in vocab_tables(vocab).items():
-        pq.write_table(table, root / "vocab" / f"{entity}.parquet")
+        exchange.write_parquet(table, exchange.join(out, "vocab", f"{entity}.parquet"))
     users, items = side_outputs(vocab, side)
-    pq.write_table(users, root / "users" / "part-00000.parquet")
-    pq.write_table(items, root / "items" / "part-00000.parquet")
+    exchange.write_parquet(users, exchange.join(out, "users", "part-00000.parquet"))
+    exchange.write_parquet(items, exchange.join(out, "items", "part-00000.parquet"))
     stats = {"users_table_rows": users.num_rows, "items_table_rows": items.num_rows}
     for entity in VOCAB_ENTITIES:
         stats[f"vocab.{entity}"] = vocab.size(entity)

@@ -10,20 +10,22 @@ single events):
                                                └─► item-day counts ─CombineGlobally─► item_stats
 
 The event rows themselves move between stages as partitioned Arrow IPC files in the step's
-scratch directory (`exchange.py`): Beam groups the references, each stage memory-maps the
-partitions it needs. Every counter flows into one stats element, so
+scratch folder (`exchange.py`): Beam groups the references, each stage reads the partitions it
+needs (memory-mapped when local). Every file a worker writes or reads (exchange files, outputs,
+stats, side tables) goes through `exchange`, so the scratch folder and outputs may live on any Beam
+file system. Every counter flows into one stats element, so
 `read == accepted + rejected + duplicates` is checked on what the pipeline actually did.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.pvalue import AsSingleton
 
+from components.ingest import exchange
 from components.ingest.beam_stages import (
     DEAD,
     IDS,
@@ -50,16 +52,14 @@ from seqrank.config import IngestConfig
 WORK = "_work"  # pipeline scratch inside the temp output: event files, stats, time range; removed at the end
 
 
-def _write_json(value: Any, path: str) -> None:
-    Path(path).write_text(json.dumps(value))
-
-
 def _load_side(_: Any, users: str | None, items: str | None) -> SideTables:
-    return load_side_tables(users, items)
+    with exchange.local_copy(users) as local_users, exchange.local_copy(items) as local_items:
+        return load_side_tables(local_users, local_items)
 
 
 def _load_previous(_: Any, vocab_dir: str | None) -> dict:
-    return load_vocab_dir(vocab_dir)
+    with exchange.local_copy(vocab_dir, folder=True) as local:
+        return load_vocab_dir(local)
 
 
 def _empty_shard(shard: int) -> tuple[int, None]:
@@ -69,39 +69,44 @@ def _empty_shard(shard: int) -> tuple[int, None]:
 def build_pipeline(
     p: beam.Pipeline,
     tasks: list[ReadTask],
-    out: Path,
+    out: Path | str,
     cfg: IngestConfig,
     *,
-    users: Path | None,
-    items: Path | None,
-    vocab_dir: Path | None,
+    users: Path | str | None,
+    items: Path | str | None,
+    vocab_dir: Path | str | None,
     now_ms: int,
     n_shards: int,
     n_buckets: int,
     min_ts_ms: int = MIN_TS_MS,
     split_mode: str = "time",
 ) -> None:
-    """Add the ingest graph to `p`; outputs land under `out` (the step's temp directory)."""
-    work = out / WORK
-    tasks_dir, buckets_dir = work / "tasks", work / "buckets"
-    tasks_dir.mkdir(parents=True, exist_ok=True)
-    buckets_dir.mkdir(parents=True, exist_ok=True)
+    """Add the ingest graph to `p`; outputs land in folders under `out`, which must exist.
+
+    `out` (the step's temp directory, or a folder under `cfg.temp_location`) and the side inputs
+    may be local paths or URIs of any Beam file system; the workers must be able to reach them.
+    """
+    root = str(out)
+    work = exchange.join(root, WORK)
+    tasks_dir, buckets_dir = exchange.join(work, "tasks"), exchange.join(work, "buckets")
+    exchange.mkdirs(tasks_dir)
+    exchange.mkdirs(buckets_dir)
 
     parsed = (
         p
         | "ReadTasks" >> beam.Create(tasks)
         | "ParseAndCheck"
-        >> beam.ParDo(ParseTask(now_ms, n_buckets, min_ts_ms, str(tasks_dir))).with_outputs(
+        >> beam.ParDo(ParseTask(now_ms, n_buckets, min_ts_ms, tasks_dir)).with_outputs(
             DEAD, STATS, main="files"
         )
     )
-    _ = parsed[DEAD] | "WriteDeadLetters" >> beam.Map(write_dead_letters, str(out / "dead_letter"))
+    _ = parsed[DEAD] | "WriteDeadLetters" >> beam.Map(write_dead_letters, exchange.join(root, "dead_letter"))
 
     deduped = (
         parsed.files
         | "GroupByEventKey" >> beam.GroupByKey()
         | "DropDuplicates"
-        >> beam.ParDo(DedupBucket(n_shards, str(buckets_dir))).with_outputs(STATS, IDS, SPAN, main="files")
+        >> beam.ParDo(DedupBucket(n_shards, buckets_dir)).with_outputs(STATS, IDS, SPAN, main="files")
     )
 
     side = (
@@ -120,10 +125,10 @@ def build_pipeline(
         | "UnionIds" >> beam.CombineGlobally(IdsCombine())
         | "BuildVocab" >> beam.Map(build_vocab, AsSingleton(previous), AsSingleton(side))
     )
-    vocab_stats = vocab | "WriteVocabUsersItems" >> beam.Map(write_vocab_outputs, AsSingleton(side), str(out))
+    vocab_stats = vocab | "WriteVocabUsersItems" >> beam.Map(write_vocab_outputs, AsSingleton(side), root)
 
     span = deduped[SPAN] | "TimeRange" >> beam.CombineGlobally(TimeRangeCombine())
-    _ = span | "WriteTimeRange" >> beam.Map(_write_json, str(work / "time_range.json"))
+    _ = span | "WriteTimeRange" >> beam.Map(exchange.write_json, exchange.join(work, "time_range.json"))
 
     every_shard = (
         p
@@ -135,19 +140,19 @@ def build_pipeline(
         | "AllShards" >> beam.Flatten()
         | "GroupByUserShard" >> beam.GroupByKey()
         | "BuildBehaviorsExamples"
-        >> beam.ParDo(
-            BuildShard(str(out), cfg, split_mode), AsSingleton(vocab), AsSingleton(span)
-        ).with_outputs(ITEM_DAYS, main="stats")
+        >> beam.ParDo(BuildShard(root, cfg, split_mode), AsSingleton(vocab), AsSingleton(span)).with_outputs(
+            ITEM_DAYS, main="stats"
+        )
     )
     item_stats = (
         shards[ITEM_DAYS]
         | "SumItemDays" >> beam.CombineGlobally(ItemDaysCombine())
-        | "WriteItemStats" >> beam.Map(write_item_stats, str(out))
+        | "WriteItemStats" >> beam.Map(write_item_stats, root)
     )
 
     _ = (
         (parsed[STATS], deduped[STATS], shards.stats, vocab_stats, item_stats)
         | "AllStats" >> beam.Flatten()
         | "SumStats" >> beam.CombineGlobally(SumStats())
-        | "WriteStats" >> beam.Map(_write_json, str(work / "stats.json"))
+        | "WriteStats" >> beam.Map(exchange.write_json, exchange.join(work, "stats.json"))
     )

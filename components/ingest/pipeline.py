@@ -5,19 +5,23 @@ The graph itself is in `graph.py`, its steps in `beam_stages.py`, the manifest i
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import math
 import shutil
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from components.ingest import exchange
 from components.ingest.adapters import ADAPTERS, Prepared
 from components.ingest.beam_stages import write_dead_letters
 from components.ingest.graph import WORK, build_pipeline
@@ -51,10 +55,51 @@ def _runner(cfg: IngestConfig) -> tuple[Any, PipelineOptions]:
     args = list(cfg.runner_options)
     if cfg.runner == "FnApiRunner":
         # Named explicitly: the DirectRunner default would first try to download the Prism binary.
+        from apache_beam.portability.api import beam_provision_api_pb2
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+        from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
+        from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-        return FnApiRunner(), PipelineOptions(args)
+        options = PipelineOptions(args)
+        # Worker processes (--direct_running_mode=multi_processing) see the options only through
+        # this; without it they import no --beam_plugins (file systems) and miss the file systems'
+        # settings.
+        info = beam_provision_api_pb2.ProvisionInfo(
+            retrieval_token="unused-retrieval-token",
+            pipeline_options=JobServiceHandle.encode_pipeline_options(
+                options.get_all_options(drop_default=True)
+            ),
+        )
+        return FnApiRunner(provision_info=ExtendedProvisionInfo(info)), options
     return cfg.runner, PipelineOptions([f"--runner={cfg.runner}", *args])
+
+
+@contextlib.contextmanager
+def _workspace(temp_location: str, tmp: Path) -> Iterator[str]:
+    """Where the workers write: the step's temp dir, or a fresh folder under `temp_location`.
+
+    The folder under `temp_location` is removed on the way out, whatever happened.
+    """
+    if not temp_location:
+        yield str(tmp)
+        return
+    root = exchange.join(temp_location, f"seqrank-ingest-{uuid.uuid4().hex[:12]}")
+    try:
+        yield root
+    finally:
+        exchange.remove_tree(root)
+
+
+def _stage(path: Path | None, root: str, name: str, folder: bool = False) -> str | None:
+    """A copy of this process's local file (or folder) `path` under `root/side`, for the workers."""
+    if path is None or (folder and not path.is_dir()):
+        return None
+    staged = exchange.join(root, "side", name)
+    if folder:
+        exchange.copy_folder(str(path), staged)
+    else:
+        exchange.copy_file(str(path), staged)
+    return staged
 
 
 def run(
@@ -76,9 +121,18 @@ def run(
 
     `fmt` is auto, jsonl, csv or parquet for raw logs, or movielens, taobao or amazon for the
     public data sets (see `components.ingest.adapters` for each protocol).
+
+    Raw-log inputs may be local paths or URIs of any Beam file system (gs://, s3://, hdfs://). With
+    `cfg.temp_location` set, the workers write the exchange files and outputs under a fresh folder
+    there (users, items and the previous vocab are staged into it), this process copies the outputs
+    into `out`, and the folder is removed: workers then need to share no disk with this process.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    exchange.check_location(cfg.temp_location, "ingest.temp_location")
+    # Inputs and the temp location are read and written here, before any pipeline exists; their
+    # file systems take their settings (credentials, endpoints) from the pipeline options.
+    FileSystems.set_options(_runner(cfg)[1])
     if fmt not in ADAPTERS:
         return _run(inputs, out, cfg, users=users, items=items, vocab_dir=vocab_dir, fmt=fmt)
     if items is not None:
@@ -91,13 +145,19 @@ def run(
         prepared.events.num_rows,
         time.perf_counter() - started,
     )
-    with tempfile.TemporaryDirectory(prefix=f"seqrank-{fmt}-") as scratch:
-        events_path = Path(scratch) / "events.parquet"
+    with (
+        tempfile.TemporaryDirectory(prefix=f"seqrank-{fmt}-") as scratch,
+        _workspace(cfg.temp_location, Path(scratch)) as events_dir,
+    ):
+        # The workers read the events, so they go where the workers can reach them; the items table
+        # is a side table, which `_run` stages like any other.
+        events_path = exchange.join(events_dir, "events.parquet")
         items_path = Path(scratch) / "items.parquet"
-        pq.write_table(prepared.events, events_path, row_group_size=1 << 20)
+        exchange.mkdirs(events_dir)
+        exchange.write_parquet(prepared.events, events_path, row_group_size=1 << 20)
         pq.write_table(prepared.items, items_path)
         return _run(
-            [str(events_path)],
+            [events_path],
             out,
             cfg,
             users=users,
@@ -135,28 +195,34 @@ def _run(
     now_ms = int(time.time() * 1000)
     log.info("ingest: %d file(s), %d read task(s), %d user shard(s)", len(files), len(tasks), n_partitions)
 
-    with atomic_dir(out) as tmp:
-        for name in (*DATA_DIRS, "dead_letter", WORK):
+    with atomic_dir(out) as tmp, _workspace(cfg.temp_location, tmp) as root:
+        for name in (*DATA_DIRS, "dead_letter"):
             (tmp / name).mkdir()
+        # Away from `tmp`, the workers write their outputs under `root` and this process brings
+        # them back; the side tables and vocab they read are staged there first.
+        remote = root != str(tmp)
+        for name in (*DATA_DIRS, "dead_letter", WORK) if remote else (WORK,):
+            exchange.mkdirs(exchange.join(root, name))
         runner, options = _runner(cfg)
         with beam.Pipeline(runner=runner, options=options) as p:
             build_pipeline(
                 p,
                 tasks,
-                tmp,
+                root,
                 cfg,
-                users=users,
-                items=items,
-                vocab_dir=vocab_dir,
+                users=_stage(users, root, "users.parquet") if remote else users,
+                items=_stage(items, root, "items.parquet") if remote else items,
+                vocab_dir=_stage(vocab_dir, root, "vocab", folder=True) if remote else vocab_dir,
                 now_ms=now_ms,
                 n_shards=n_partitions,
                 n_buckets=n_partitions,
                 min_ts_ms=adapter[1].min_ts_ms if adapter else MIN_TS_MS,
                 split_mode=adapter[1].split_mode if adapter else "time",
             )
-        stats = json.loads((tmp / WORK / "stats.json").read_text())
-        span = json.loads((tmp / WORK / "time_range.json").read_text())
-        shutil.rmtree(tmp / WORK)
+        stats = exchange.read_json(exchange.join(root, WORK, "stats.json"))
+        span = exchange.read_json(exchange.join(root, WORK, "time_range.json"))
+        if not remote:
+            shutil.rmtree(tmp / WORK)
 
         side = {
             "users": side_info(users, {"rows": stats.get("users_table_rows", 0)}),
@@ -177,11 +243,14 @@ def _run(
             manifest["adapter"] = adapter_manifest(*adapter)
         manifest["runner"] = cfg.runner
         manifest["shards"] = n_partitions
-        manifest["seconds"] = round(time.perf_counter() - started, 3)
-        manifest["events_per_s"] = round(manifest["read"] / max(manifest["seconds"], 1e-9), 1)
         failed = manifest["rejected_share"] > cfg.max_rejected_share or (
             adapter is not None and manifest["adapter"]["rows_rejected_share"] > cfg.max_rejected_share
         )
+        if remote:
+            for name in ("dead_letter",) if failed else (*DATA_DIRS, "dead_letter"):
+                exchange.copy_folder(exchange.join(root, name), str(tmp / name))
+        manifest["seconds"] = round(time.perf_counter() - started, 3)
+        manifest["events_per_s"] = round(manifest["read"] / max(manifest["seconds"], 1e-9), 1)
         if failed:
             # Nothing a later step could mistake for good data; only the evidence stays.
             manifest["ok"] = False

@@ -1,5 +1,9 @@
 """Raw log inputs: expand globs, fingerprint files, cut them into read tasks and parse each task.
 
+Inputs are local paths or URIs of any Beam file system (gs://, s3://, hdfs://, ...); local ones are
+read with the OS's own calls as ever, the others through Beam's `FileSystems` (matching, and reading
+byte ranges and Parquet row groups by seeking), so the same read task works on any worker.
+
 Parsing turns one task (a newline-aligned byte range of a JSONL/CSV file, or one Parquet row group)
 into `RawBatch`es: row-aligned raw column values, flagging the records that could not even be
 parsed. Typing and checking the values is `records.normalize`'s job.
@@ -7,6 +11,7 @@ parsed. Typing and checking the values is `records.normalize`'s job.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import hashlib
@@ -24,10 +29,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
 
+from components.ingest.exchange import is_local, open_read, split
 from components.ingest.reasons import CODE
 from seqrank.schema import RAW_EVENT
-from seqrank.storage import file_fingerprint
 
 FORMATS = ("jsonl", "csv", "parquet")
 EXTENSIONS = {
@@ -120,7 +127,9 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     for pattern in inputs:
         pattern = str(pattern)
         path = Path(pattern)
-        if path.is_dir():
+        if not is_local(pattern):
+            matches = _expand_uri(pattern)
+        elif path.is_dir():
             matches = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS)
         elif glob.has_magic(pattern):
             matches = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
@@ -132,13 +141,36 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     return found
 
 
+def _expand_uri(pattern: str) -> list[str]:
+    """A URI's files: a glob, a folder's files, or the one file it names.
+
+    Globs are Beam's (`*` within a folder, `**` across folders); on an object store a folder is the
+    prefix before a /.
+    """
+    if glob.has_magic(pattern):
+        return sorted(m.path for m in _match(pattern) if not m.path.endswith("/"))
+    # A folder first: on stores with real folders (HDFS) a folder also "exists" as a path.
+    try:
+        inside = [m.path for m in _match(pattern.rstrip("/") + "/*") if not m.path.endswith("/")]
+    except BeamIOError:
+        inside = []  # a file, where listing it as a folder is an error
+    if inside:
+        return sorted(p for p in inside if Path(split(p)[1]).suffix.lower() in EXTENSIONS)
+    return [pattern] if not pattern.endswith("/") and FileSystems.exists(pattern) else []
+
+
+def _match(pattern: str) -> list[Any]:
+    metadata: list[Any] = FileSystems.match([pattern])[0].metadata_list
+    return metadata
+
+
 def _scan_text(path: str, chunk_bytes: int) -> tuple[str, int, list[tuple[int, int]]]:
     """One pass over a text file: sha256, size and newline-aligned cut points (offset, lines before)."""
     digest = hashlib.sha256()
     cuts = [(0, 0)]
     pos = lines = 0
     target = chunk_bytes
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         while block := f.read(1 << 20):
             digest.update(block)
             search_from = 0
@@ -155,9 +187,30 @@ def _scan_text(path: str, chunk_bytes: int) -> tuple[str, int, list[tuple[int, i
     return digest.hexdigest(), pos, cuts
 
 
+def _fingerprint(path: str) -> tuple[str, int]:
+    """sha256 and size of a file's content (`seqrank.storage.file_fingerprint` for any file system)."""
+    digest = hashlib.sha256()
+    size = 0
+    with open_read(path) as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+@contextlib.contextmanager
+def _parquet_file(path: str) -> Iterator[pq.ParquetFile]:
+    """A Parquet reader: Arrow's own file when local, else over a seekable Beam channel."""
+    if is_local(path):
+        yield pq.ParquetFile(path)
+        return
+    with open_read(path) as f:
+        yield pq.ParquetFile(f)
+
+
 def _csv_header(path: str) -> tuple[tuple[str, ...], int]:
     """Column names of a CSV file and the byte offset where its records start."""
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         first = f.readline()
     text = first.removeprefix(_BOM).decode("utf-8", errors="replace").rstrip("\r\n")
     names = next(csv.reader([text]), [])
@@ -174,9 +227,9 @@ def plan(
     for path in expand_inputs(inputs):
         kind = detect_format(path, fmt)
         if kind == "parquet":
-            digest = file_fingerprint(Path(path))
-            size = Path(path).stat().st_size
-            meta = pq.ParquetFile(path).metadata
+            digest, size = _fingerprint(path)
+            with _parquet_file(path) as parquet:
+                meta = parquet.metadata
             first = 1
             for group in range(meta.num_row_groups):
                 rows = meta.row_group(group).num_rows
@@ -202,7 +255,7 @@ def read_task(task: ReadTask) -> list[RawBatch]:
     """The task's records as one or more batches, in input order."""
     if task.fmt == "parquet":
         return [_read_parquet(task)]
-    with open(task.path, "rb") as f:
+    with open_read(task.path) as f:
         f.seek(task.start)
         data = f.read(task.end - task.start)
     if task.start == 0:
@@ -457,7 +510,8 @@ def _csv_column(table: pa.Table, header: tuple[str, ...], name: str, n: int) -> 
 
 
 def _read_parquet(task: ReadTask) -> RawBatch:
-    table = pq.ParquetFile(task.path).read_row_group(task.start)
+    with _parquet_file(task.path) as parquet:
+        table = parquet.read_row_group(task.start)
     n = table.num_rows
     pre = np.zeros(n, np.int8)
     columns: dict[str, Any] = {}
