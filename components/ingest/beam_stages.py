@@ -15,6 +15,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.pvalue import TaggedOutput
 
 from components.ingest import exchange
@@ -22,7 +23,7 @@ from components.ingest.dedupe import dedup, dedup_keys, user_shards
 from components.ingest.item_stats import item_day_counts, item_stats, merge_item_days
 from components.ingest.reasons import REASONS
 from components.ingest.records import CLEAN, dead_letters, normalize
-from components.ingest.shards import build_shard, encode
+from components.ingest.shards import NO_LIMIT, build_shard, encode
 from components.ingest.side_tables import SideTables, side_outputs
 from components.ingest.sources import ReadTask, read_task
 from components.ingest.splits import split_bounds, time_range
@@ -96,8 +97,11 @@ class DedupBucket(beam.DoFn):
 class BuildShard(beam.DoFn):
     """Per-user outputs of one shard, written as part-<shard>.parquet in behaviors/ and examples/."""
 
-    def __init__(self, out: str, cfg: IngestConfig, split_mode: str) -> None:
+    def __init__(
+        self, out: str, cfg: IngestConfig, split_mode: str, run_window: tuple[int, int] = NO_LIMIT
+    ) -> None:
         self._out = out
+        self._run_window = run_window
         self._gap_ms = int(cfg.session_gap_minutes * 60_000)
         self._window_ms = int(cfg.attribution_window_minutes * 60_000)
         self._fractions = (cfg.valid_fraction, cfg.test_fraction)
@@ -117,9 +121,13 @@ class BuildShard(beam.DoFn):
         del events
         # Counted here, where each unique event exists once, so item statistics need no shuffle of
         # their own.
-        yield TaggedOutput(ITEM_DAYS, item_day_counts(encoded))
+        # Item statistics as of the window's end, like the history.
+        before_end = pc.less(encoded.column("ts"), self._run_window[1])
+        yield TaggedOutput(ITEM_DAYS, item_day_counts(encoded.filter(before_end)))
         bounds = split_bounds(*span, *self._fractions) if span is not None else None
-        result = build_shard([encoded], bounds, self._gap_ms, self._window_ms, self._split_mode)
+        result = build_shard(
+            [encoded], bounds, self._gap_ms, self._window_ms, self._split_mode, self._run_window
+        )
         name = f"part-{shard:05d}.parquet"
         exchange.write_parquet(result.behaviors, exchange.join(self._out, "behaviors", name))
         # Dictionary pages only where values repeat: ids and timestamps would fill a dictionary,

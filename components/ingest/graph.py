@@ -44,6 +44,7 @@ from components.ingest.beam_stages import (
     write_vocab_outputs,
 )
 from components.ingest.records import MIN_TS_MS
+from components.ingest.shards import NO_LIMIT, clip_span
 from components.ingest.side_tables import SideTables, load_side_tables
 from components.ingest.sources import ReadTask
 from components.ingest.vocab import build_vocab, load_vocab_dir
@@ -80,8 +81,12 @@ def build_pipeline(
     n_buckets: int,
     min_ts_ms: int = MIN_TS_MS,
     split_mode: str = "time",
+    run_window: tuple[int, int] = NO_LIMIT,
 ) -> None:
     """Add the ingest graph to `p`; outputs land in folders under `out`, which must exist.
+
+    `run_window` [start, end) in epoch ms: a backfill window (see `shards.build_shard`); the time
+    range the splits divide is the data's, clipped to it.
 
     `out` (the step's temp directory, or a folder under `cfg.temp_location`) and the side inputs
     may be local paths or URIs of any Beam file system; the workers must be able to reach them.
@@ -127,7 +132,11 @@ def build_pipeline(
     )
     vocab_stats = vocab | "WriteVocabUsersItems" >> beam.Map(write_vocab_outputs, AsSingleton(side), root)
 
-    span = deduped[SPAN] | "TimeRange" >> beam.CombineGlobally(TimeRangeCombine())
+    span = (
+        deduped[SPAN]
+        | "TimeRange" >> beam.CombineGlobally(TimeRangeCombine())
+        | "ClipToRunWindow" >> beam.Map(clip_span, run_window)
+    )
     _ = span | "WriteTimeRange" >> beam.Map(exchange.write_json, exchange.join(work, "time_range.json"))
 
     every_shard = (
@@ -140,9 +149,9 @@ def build_pipeline(
         | "AllShards" >> beam.Flatten()
         | "GroupByUserShard" >> beam.GroupByKey()
         | "BuildBehaviorsExamples"
-        >> beam.ParDo(BuildShard(root, cfg, split_mode), AsSingleton(vocab), AsSingleton(span)).with_outputs(
-            ITEM_DAYS, main="stats"
-        )
+        >> beam.ParDo(
+            BuildShard(root, cfg, split_mode, run_window), AsSingleton(vocab), AsSingleton(span)
+        ).with_outputs(ITEM_DAYS, main="stats")
     )
     item_stats = (
         shards[ITEM_DAYS]

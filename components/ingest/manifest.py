@@ -15,7 +15,7 @@ from seqrank.schema import SPLITS, VOCAB_ENTITIES
 from seqrank.storage import file_fingerprint
 
 
-def _iso(ms: int) -> str:
+def iso_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
@@ -47,12 +47,12 @@ def build_manifest(
     time_range = None
     if span is not None:
         valid_start, test_start = split_bounds(span[0], span[1], cfg.valid_fraction, cfg.test_fraction)
-        time_range = {"min_ms": span[0], "max_ms": span[1], "min": _iso(span[0]), "max": _iso(span[1])}
+        time_range = {"min_ms": span[0], "max_ms": span[1], "min": iso_ms(span[0]), "max": iso_ms(span[1])}
         boundaries = {
             "valid_start_ms": valid_start,
             "test_start_ms": test_start,
-            "valid_start": _iso(valid_start),
-            "test_start": _iso(test_start),
+            "valid_start": iso_ms(valid_start),
+            "test_start": iso_ms(test_start),
         }
     return {
         "ok": True,

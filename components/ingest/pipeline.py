@@ -13,6 +13,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ from components.ingest import exchange
 from components.ingest.adapters import ADAPTERS, Prepared
 from components.ingest.beam_stages import write_dead_letters
 from components.ingest.graph import WORK, build_pipeline
-from components.ingest.manifest import adapter_manifest, build_manifest, rejection_message, side_info
+from components.ingest.manifest import adapter_manifest, build_manifest, iso_ms, rejection_message, side_info
 from components.ingest.records import MIN_TS_MS
+from components.ingest.shards import NO_LIMIT
 from components.ingest.sources import InputFile, plan
 from seqrank.config import IngestConfig
 from seqrank.storage import atomic_dir, file_fingerprint, write_json
@@ -111,6 +113,8 @@ def run(
     items: Path | None = None,
     vocab_dir: Path | None = None,
     fmt: str = "auto",
+    start: str | None = None,
+    end: str | None = None,
 ) -> dict:
     """Ingest raw logs (or a public data set through its adapter) into `out`; return the manifest.
 
@@ -126,7 +130,14 @@ def run(
     `cfg.temp_location` set, the workers write the exchange files and outputs under a fresh folder
     there (users, items and the previous vocab are staged into it), this process copies the outputs
     into `out`, and the folder is removed: workers then need to share no disk with this process.
+
+    `start` and `end` (ISO dates or times, UTC; either may be omitted) make a backfill window:
+    examples are the impressions in [start, end), their history is every behavior before them in
+    the inputs, and behaviors are as of `end`, so consecutive windows give the examples and the
+    behaviors of one run over all of them (`shards.build_shard`). Accepted events after `end` (past
+    the attribution window) are counted in the manifest as `after_window`.
     """
+    run_window = window_ms(start, end)
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     exchange.check_location(cfg.temp_location, "ingest.temp_location")
@@ -134,7 +145,9 @@ def run(
     # file systems take their settings (credentials, endpoints) from the pipeline options.
     FileSystems.set_options(_runner(cfg)[1])
     if fmt not in ADAPTERS:
-        return _run(inputs, out, cfg, users=users, items=items, vocab_dir=vocab_dir, fmt=fmt)
+        return _run(
+            inputs, out, cfg, users=users, items=items, vocab_dir=vocab_dir, fmt=fmt, run_window=run_window
+        )
     if items is not None:
         raise ValueError(f"the {fmt} adapter builds the items table from the data set; do not pass items")
     started = time.perf_counter()
@@ -166,7 +179,26 @@ def run(
             fmt="parquet",
             adapter=(fmt, prepared),
             started=started,
+            run_window=run_window,
         )
+
+
+def window_ms(start: str | None, end: str | None) -> tuple[int, int]:
+    """[start, end) in epoch ms from ISO dates or times (UTC when no offset is given); open ends stay open."""
+    bounds = list(NO_LIMIT)
+    for i, (name, value) in enumerate((("start", start), ("end", end))):
+        if not value:
+            continue
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{name} = {value!r}: expected an ISO date or time, e.g. 2026-01-31") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        bounds[i] = int(moment.timestamp() * 1000)
+    if bounds[0] >= bounds[1]:
+        raise ValueError(f"start {start} must be before end {end}")
+    return bounds[0], bounds[1]
 
 
 def _run(
@@ -180,6 +212,7 @@ def _run(
     fmt: str,
     adapter: tuple[str, Prepared] | None = None,
     started: float | None = None,
+    run_window: tuple[int, int] = NO_LIMIT,
 ) -> dict:
     started = started if started is not None else time.perf_counter()
     # Beam logs a line at INFO for every postponed (string) annotation it reads off our functions.
@@ -218,6 +251,7 @@ def _run(
                 n_buckets=n_partitions,
                 min_ts_ms=adapter[1].min_ts_ms if adapter else MIN_TS_MS,
                 split_mode=adapter[1].split_mode if adapter else "time",
+                run_window=run_window,
             )
         stats = exchange.read_json(exchange.join(root, WORK, "stats.json"))
         span = exchange.read_json(exchange.join(root, WORK, "time_range.json"))
@@ -243,6 +277,12 @@ def _run(
             manifest["adapter"] = adapter_manifest(*adapter)
         manifest["runner"] = cfg.runner
         manifest["shards"] = n_partitions
+        if run_window != NO_LIMIT:
+            manifest["window"] = {
+                "start": None if run_window[0] == NO_LIMIT[0] else iso_ms(run_window[0]),
+                "end": None if run_window[1] == NO_LIMIT[1] else iso_ms(run_window[1]),
+            }
+        manifest["after_window"] = int(stats.get("after_window", 0))
         failed = manifest["rejected_share"] > cfg.max_rejected_share or (
             adapter is not None and manifest["adapter"]["rows_rejected_share"] > cfg.max_rejected_share
         )

@@ -120,6 +120,14 @@ def _labels(
 NO_LIMIT = (-(2**62), 2**62)
 
 
+def clip_span(span: tuple[int, int] | None, run_window: tuple[int, int]) -> tuple[int, int] | None:
+    """The events' time range inside the run's window [start, end); None when they miss it."""
+    if span is None:
+        return None
+    low, high = max(span[0], run_window[0]), min(span[1], run_window[1] - 1)
+    return (low, high) if low <= high else None
+
+
 def build_shard(
     tables: Iterable[pa.Table],
     bounds: tuple[int, int] | None,
