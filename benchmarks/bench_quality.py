@@ -136,7 +136,7 @@ def benchmark_quality(
             side = {}
         out = root / "ingest"
         if not (out / "manifest.json").exists():
-            ingest(inputs, out, IngestConfig(), fmt=fmt, **side)
+            ingest(inputs, out, IngestConfig(), fmt=fmt, users=side.get("users"), items=side.get("items"))
         data = load_ingest(out)
         test = data.split("test")
         result: dict[str, Any] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,6 +102,50 @@ class ValidateConfig(_Section):
     drift_max_new_user_share_change: float = Field(
         0.1, ge=0, le=1, description="absolute change of new-user share"
     )
+    # Dataset-level checks (docs/validation.md): whole tables and how they relate.
+    volume_min_ratio: float = Field(
+        0.5, ge=0, description="each output's row count at least this share of the last accepted run's"
+    )
+    volume_max_ratio: float = Field(
+        2.0, gt=0, description="each output's row count at most this multiple of the last accepted run's"
+    )
+    min_train_examples: int = Field(100, ge=0, description="fewer training examples cannot train anything")
+    min_valid_examples: int = Field(10, ge=0, description="fewer cannot pick an epoch (early stopping)")
+    min_test_examples: int = Field(10, ge=0, description="fewer cannot measure the model the gate compares")
+    max_position: int = Field(
+        1_000, ge=0, description="slate positions past this cannot have been served (-1 means unknown)"
+    )
+    max_category_mismatch_share: float = Field(
+        0.0, ge=0, le=1, description="behaviors and examples whose category is not their item's in items/"
+    )
+    max_unmatched_click_share: float = Field(
+        0.05, ge=0, le=1, description="clicks that labeled no impression: a broken label join"
+    )
+    max_ctr_rise_by_position: float = Field(
+        0.25, ge=0, description="relative CTR rise from one slate position to the next; CTR should fall"
+    )
+    min_position_clicks: int = Field(
+        500, ge=1, description="positions with fewer clicks are too noisy to compare"
+    )
+    # Train/serve skew (`seqrank audit skew`), as TFDV measures it.
+    skew_max_linf: float = Field(
+        0.1, ge=0, le=1, description="L-infinity distance of a categorical feature, training vs served"
+    )
+    skew_max_js: float = Field(
+        0.1, ge=0, le=1, description="Jensen-Shannon divergence of a numeric feature, training vs served"
+    )
+    skew_min_requests: int = Field(
+        100, ge=1, description="fewer sampled requests are reported but not judged"
+    )
+
+    @model_validator(mode="after")
+    def _volume_bounds_ordered(self) -> ValidateConfig:
+        if self.volume_min_ratio > self.volume_max_ratio:
+            raise ValueError(
+                f"volume_min_ratio = {self.volume_min_ratio} is above volume_max_ratio = "
+                f"{self.volume_max_ratio}: no row count could pass"
+            )
+        return self
 
 
 class FeatureConfig(_Section):
@@ -186,14 +231,64 @@ class GateConfig(_Section):
     floor: float = Field(0.6, ge=0, le=1, description="the first model is promoted only above this")
 
 
+# Inside a container loopback is unreachable from outside it, so the image sets this variable to
+# 0.0.0.0 (Dockerfile); on a laptop it is unset and the service keeps to 127.0.0.1.
+SERVE_HOST_ENV = "SEQRANK_SERVE_HOST"
+
+
 class ServeConfig(_Section):
-    host: str = Field("127.0.0.1", description="bind address; loopback unless told otherwise")
+    # `cpu: 2` in YAML is a number; Kubernetes quantities are strings.
+    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
+
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description=f"bind address; loopback unless told otherwise (${SERVE_HOST_ENV}, when set, wins)",
+    )
     port: int = Field(8700, gt=0, lt=65536)
     max_candidates: int = Field(1_000, gt=0, description="requests with more candidates get 413")
     max_body_bytes: int = Field(1_000_000, gt=0)
     request_log_sample: float = Field(
         0.01, ge=0, le=1, description="share of requests logged with their features for skew audits"
     )
+    # The KServe InferenceService the deploy step writes (docs/kubeflow.md).
+    storage_uri: str = Field(
+        "",
+        description="where KServe's storage initializer fetches the champion bundle; empty: "
+        "pvc://<kubeflow.pvc>/serving/champion, the bundle deploy writes on the shared volume; "
+        "gs:// or s3:// when infra.root is that bucket mounted in the pods",
+    )
+    cpu: str = Field(
+        "2", pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU request and limit of each service replica"
+    )
+    memory: str = Field(
+        "4Gi",
+        pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?)?$",
+        description="memory request and limit of each replica (model, item table, Feast client)",
+    )
+    min_replicas: int = Field(1, ge=0, description="0 lets a Serverless service scale to zero")
+    max_replicas: int = Field(1, ge=1, description="above min_replicas KServe autoscales between the two")
+    deployment_mode: Literal["RawDeployment", "Serverless"] = Field(
+        "RawDeployment",
+        description="RawDeployment: a Deployment, no Knative; Serverless: Knative, which must allow "
+        "PVC volumes (and node selectors) in pod specs",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _host_from_environment(cls, data: Any) -> Any:
+        # The variable describes where the process runs, the file what the job is: the same config
+        # file serves on a laptop (loopback) and in the image (every interface).
+        host = os.environ.get(SERVE_HOST_ENV, "")
+        if host and isinstance(data, dict):
+            return {**data, "host": host}
+        return data
+
+    @model_validator(mode="after")
+    def _replicas_in_order(self) -> ServeConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas = {self.min_replicas} exceeds max_replicas = {self.max_replicas}")
+        return self
 
 
 class FeastStoreConfig(_Section):
@@ -347,7 +442,7 @@ class PipelineConfig(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
-    serve: ServeConfig = ServeConfig()
+    serve: ServeConfig = Field(default_factory=ServeConfig)  # built per load: it reads the environment
     infra: InfraConfig = InfraConfig()
     kubeflow: KubeflowConfig = KubeflowConfig()
 

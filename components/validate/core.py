@@ -1,20 +1,21 @@
-"""The validation step: run the GX suites on an ingest output and stop the pipeline on failure."""
+"""The validation step: GX suites and dataset checks on an ingest output; stop the pipeline on failure."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import great_expectations as gx
 import pandas as pd
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
-from components.validate import drift, suites
+from components.validate import dataset, drift, suites
+from components.validate.failures import Failure, ValidationFailed
 from seqrank.config import FeatureConfig, ValidateConfig
 from seqrank.schema import BEHAVIORS, EXAMPLES
 from seqrank.storage import read_json, read_table, write_json
@@ -22,34 +23,7 @@ from seqrank.storage import read_json, read_table, write_json
 log = logging.getLogger(__name__)
 
 _BOUND_KEYS = ("min_value", "max_value", "value_set", "mostly")
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One failed expectation, with what was observed and the bound it broke."""
-
-    suite: str
-    expectation: str
-    column: str | None
-    observed: Any
-    bound: dict[str, Any]
-
-    def describe(self) -> str:
-        where = f" on column {self.column!r}" if self.column else ""
-        bound = ", ".join(f"{k}={v}" for k, v in self.bound.items()) or "-"
-        return f"[{self.suite}] {self.expectation}{where}: observed {self.observed}, bound {bound}"
-
-
-class ValidationFailed(RuntimeError):
-    """Raised when a suite fails; the message lists every failed expectation."""
-
-    def __init__(self, failures: list[Failure], docs: Path | None) -> None:
-        self.failures = failures
-        lines = [f"data validation failed: {len(failures)} expectation(s)"]
-        lines += [f"  - {f.describe()}" for f in failures]
-        if docs is not None:
-            lines.append(f"  Data Docs: {docs}")
-        super().__init__("\n".join(lines))
+VOLUME_KEY = "volume"  # the row counts in a saved profile
 
 
 def _observed(result: Any) -> Any:
@@ -139,15 +113,33 @@ def _drift_findings(current: dict[str, Any], against: Path | None, cfg: Validate
     return drift.compare(current, previous, cfg)
 
 
+def _previous_counts(against: Path | None) -> dict[str, int] | None:
+    """The row counts of the run `against` names: its saved profile's, or counted in an ingest output."""
+    if against is None:
+        return None
+    profile = drift.load_profile(against)
+    if profile is not None:
+        return profile.get(VOLUME_KEY)
+    against = Path(against)
+    if not (against / "examples").exists():
+        return None
+    examples = pq.read_table(against / "examples", columns=["split"])
+    behaviors = pq.read_table(against / "behaviors", columns=["user", "item"])
+    return dataset.counts(dataset.load(against, examples, behaviors))
+
+
 def run(
     data_dir: Path, cfg: ValidateConfig, docs_dir: Path | None = None, against: Path | None = None
 ) -> dict[str, Any]:
-    """Validate examples and behaviors of an ingest output; raise `ValidationFailed` on any failure.
+    """Validate an ingest output; raise `ValidationFailed` on any failure.
 
-    With `against` (a previous validation output holding profile.json, or a previous ingest
-    output), this run's distributions are also compared with that run's; drift beyond the
-    configured bounds warns or fails as `cfg.drift_action` says. The run's own profile is written
-    to `docs_dir` so the next run can compare against it.
+    The GX suites check raw events, examples and behaviors column by column; the dataset checks
+    (`dataset.py`) check volume, uniqueness, referential integrity, domains and the label join
+    over whole tables. With `against` (a previous validation output holding profile.json, or a
+    previous ingest output), row counts are compared with that run's, and so are the examples'
+    distributions: drift beyond the configured bounds warns or fails as `cfg.drift_action` says.
+    The run's own profile (distributions and row counts) is written to `docs_dir` so the next
+    run can compare against it.
     """
     start = time.perf_counter()
     data_dir = Path(data_dir)
@@ -172,6 +164,11 @@ def run(
         columns = list(raw.columns)
         frames["raw_events"] = (raw, lambda: suites.raw_events_suite(cfg, columns))
     failures = validate_frames(frames, docs_dir)
+    suites_done = time.perf_counter()
+    outputs = dataset.load(data_dir, examples, behaviors)
+    dataset_failures, dataset_report = dataset.check(outputs, cfg, _previous_counts(against))
+    failures += dataset_failures
+    dataset_done = time.perf_counter()
     # Drift is only meaningful (and computable) on data that passed the suites.
     current = drift.examples_profile(examples) if not failures else None
     findings = _drift_findings(current, against, cfg) if current is not None else []
@@ -182,20 +179,28 @@ def run(
     for finding in findings:
         log.warning("drift against %s: %s", against, finding.describe())
     docs_index = docs_dir / "index.html" if docs_dir else None
+    done = time.perf_counter()
     report = {
         "success": not failures,
         "failures": [f.describe() for f in failures],
         "rows": {"examples": examples.num_rows, "behaviors": behaviors.num_rows},
         "columns_checked": sorted(set(EXAMPLES.names) | set(BEHAVIORS.names)),
-        "seconds": round(time.perf_counter() - start, 3),
+        "seconds": round(done - start, 3),
+        # The GX suites (with reading the data), the dataset-level checks, and drift.
+        "seconds_by_part": {
+            "suites": round(suites_done - start, 3),
+            "dataset": round(dataset_done - suites_done, 3),
+            "drift": round(done - dataset_done, 3),
+        },
         "data_docs": str(docs_index) if docs_index else None,
+        "dataset": dataset_report,
         "drift": [f.describe() for f in findings],
         "drift_against": str(against) if against else None,
     }
     if docs_dir is not None:
         write_json(Path(docs_dir) / "report.json", report)
         if current is not None:
-            drift.save_profile(docs_dir, current)
+            drift.save_profile(docs_dir, {**current, VOLUME_KEY: dataset_report["counts"]})
     if failures:
         raise ValidationFailed(failures, docs_index)
     log.info("validation passed in %.1fs (%d examples)", report["seconds"], examples.num_rows)
@@ -203,7 +208,8 @@ def run(
 
 
 def accept(docs_dir: Path, accepted: Path) -> None:
-    """Make a passed run's profile the reference the next run's drift is measured against."""
+    """Make a passed run's profile (distributions and row counts) the reference of the next run's
+    drift and volume checks."""
     profile = drift.load_profile(docs_dir)
     if profile is not None:
         drift.save_profile(accepted, profile)
