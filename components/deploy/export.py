@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 import shutil
 import time
-from pathlib import Path
+import uuid
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow as pa
@@ -13,34 +16,225 @@ import pyarrow.parquet as pq
 import yaml
 
 from components import tracking
-from seqrank.config import PipelineConfig
+from feature_repo.store_config import ONLINE_DB_FILE, REGISTRY_FILE, store_config
+from seqrank.config import SERVE_HOST_ENV, PipelineConfig
 from seqrank.paths import StatePaths
 from seqrank.storage import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
 
-def kserve_manifest(cfg: PipelineConfig, model_version: str, storage_uri: str) -> dict[str, Any]:
-    """A KServe InferenceService running the seqrank image's service over the exported bundle."""
-    name = cfg.train.registered_model
-    return {
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": {"name": name, "annotations": {"seqrank/model-version": model_version}},
-        "spec": {
-            "predictor": {
-                "containers": [
-                    {
-                        "name": "kserve-container",
-                        "image": "seqrank:latest",
-                        "args": ["serve", "--bundle", "/mnt/models", "--host", "0.0.0.0", "--port", "8080"],
-                        "env": [{"name": "STORAGE_URI", "value": storage_uri}],
-                        "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-                    }
-                ]
-            }
+# KServe's storage initializer fills this directory from STORAGE_URI, in the container it finds by
+# this name.
+MODEL_MOUNT = "/mnt/models"
+KSERVE_CONTAINER = "kserve-container"
+# The ConfigMap the service reads: its config and the Feast store's feature_store.yaml.
+CONFIG_MOUNT = PurePosixPath("/etc/seqrank")
+# /healthz answers only once the bundle and the online store are loaded (`create_app` loads both
+# before the server listens), so it serves readiness too until the service has an endpoint of its own.
+READINESS_PATH = "/healthz"
+LIVENESS_PATH = "/healthz"
+# KServe names the predictor `<name>-predictor`, which must stay a DNS label (63 characters).
+_MAX_NAME = 53
+_LABELS = {"app.kubernetes.io/name": "seqrank", "app.kubernetes.io/component": "ranking-service"}
+
+
+class _ManifestDumper(yaml.SafeDumper):
+    """Writes multi-line strings (the files a ConfigMap holds) as literal blocks, readable as files."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_ManifestDumper.add_representer(str, _represent_str)
+
+
+def kserve_name(cfg: PipelineConfig) -> str:
+    """The InferenceService name: the registered model's name as a DNS label."""
+    name = re.sub(r"[^a-z0-9-]+", "-", cfg.train.registered_model.lower()).strip("-")
+    if not name[:1].isalpha():
+        name = f"seqrank-{name}".rstrip("-")
+    return name[:_MAX_NAME].rstrip("-")
+
+
+def kserve_storage_uri(cfg: PipelineConfig) -> str:
+    """Where the storage initializer fetches the champion bundle: `serve.storage_uri`, or the bundle
+    deploy writes under infra.root on the shared volume (`pvc://<claim>/serving/champion`)."""
+    if cfg.serve.storage_uri:
+        return cfg.serve.storage_uri
+    if cfg.kubeflow.pvc and cfg.infra.root:
+        paths = StatePaths.of(cfg)
+        return f"pvc://{cfg.kubeflow.pvc}/{paths.champion_bundle.relative_to(paths.root).as_posix()}"
+    raise ValueError(
+        "no storage URI for the champion bundle: set kubeflow.pvc (the volume mounted at infra.root) "
+        "or serve.storage_uri"
+    )
+
+
+def kserve_feature_store(cfg: PipelineConfig, feast_dir: Path) -> dict[str, Any]:
+    """The feature_store.yaml of the service pods: the features step's, with no relative path.
+
+    The pods read it from a ConfigMap, so a file registry and a SQLite online store are named where
+    the shared volume (mounted at infra.root) holds them; Redis and s3:// or gs:// registries are
+    reached as the steps reach them. Raises ValueError when a file lies outside that volume.
+    """
+    store = cfg.infra.feast
+    conf = store_config(cfg.features.project, store)
+    feast = PurePosixPath(feast_dir)
+    files: list[tuple[str, str, PurePosixPath]] = []
+    if "://" not in store.registry:
+        registry = feast / (store.registry or REGISTRY_FILE)  # an absolute registry path stays as it is
+        conf["registry"]["path"] = str(registry)
+        files.append(("infra.feast.registry", store.registry, registry))
+    if store.online_store == "sqlite":
+        online = feast / ONLINE_DB_FILE
+        conf["online_store"]["path"] = str(online)
+        files.append(("infra.feast.online_store", store.online_store, online))
+    root = PurePosixPath(cfg.infra.root) if cfg.infra.root else None
+    for field, value, path in files:
+        if not (cfg.kubeflow.pvc and root is not None and path.is_relative_to(root)):
+            raise ValueError(
+                f"{field} = {value!r} keeps {path} on a disk the service pods do not mount: set "
+                "kubeflow.pvc (mounted at infra.root, holding the Feast directory), or use a Redis online "
+                "store and an s3:// or gs:// registry"
+            )
+    return conf
+
+
+def kserve_manifest(
+    cfg: PipelineConfig, model_version: str, feast_dir: Path | None = None
+) -> list[dict[str, Any]]:
+    """A ConfigMap and a KServe InferenceService serving `model_version`: `kubectl apply -f` both.
+
+    The predictor runs `seqrank serve` in `kubeflow.image` (the image of every step) over the bundle
+    the storage initializer puts in /mnt/models, with the Feast store of `feast_dir` (default: the
+    one under infra.root) through a ConfigMap that also holds the config; the shared volume is
+    mounted at infra.root for the registry and the request log. A new model version changes the
+    pod template, so applying the manifest again rolls the pods onto the new bundle.
+
+    Raises ValueError when the pods could not reach the bundle or the Feast store.
+    """
+    serve, kf = cfg.serve, cfg.kubeflow
+    if kf.pvc and not cfg.infra.root:
+        raise ValueError(f"kubeflow.pvc = {kf.pvc!r} needs infra.root, the path the volume is mounted at")
+    name = kserve_name(cfg)
+    storage_uri = kserve_storage_uri(cfg)
+    feature_store = kserve_feature_store(cfg, Path(feast_dir) if feast_dir else StatePaths.of(cfg).feast)
+    pod_config = cfg.to_dict()
+    pod_config.pop("state_dir")  # a path of the machine that wrote the manifest
+    if not kf.pvc:
+        # The request log would go to the pod's own disk and vanish with it.
+        pod_config["serve"]["request_log_sample"] = 0.0
+    config_map_name = f"{name}-serve"
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": config_map_name, "labels": dict(_LABELS)},
+        "data": {
+            "config.yaml": yaml.safe_dump(pod_config, sort_keys=False),
+            "feature_store.yaml": yaml.safe_dump(feature_store, sort_keys=False),
         },
     }
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "seqrank-serve",
+            "configMap": {
+                "name": config_map_name,
+                "items": [
+                    {"key": "config.yaml", "path": "config.yaml"},
+                    {"key": "feature_store.yaml", "path": "feast/feature_store.yaml"},
+                ],
+            },
+        }
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "seqrank-serve", "mountPath": str(CONFIG_MOUNT), "readOnly": True}
+    ]
+    if kf.pvc:
+        volumes.append({"name": "seqrank-state", "persistentVolumeClaim": {"claimName": kf.pvc}})
+        mounts.append({"name": "seqrank-state", "mountPath": cfg.infra.root})
+    resources = {"cpu": serve.cpu, "memory": serve.memory}
+    container = {
+        "name": KSERVE_CONTAINER,
+        "image": kf.image,
+        "command": ["seqrank"],
+        "args": [
+            "serve",
+            "--config",
+            str(CONFIG_MOUNT / "config.yaml"),
+            "--bundle",
+            MODEL_MOUNT,
+            "--feast",
+            str(CONFIG_MOUNT / "feast"),
+        ],
+        "env": [
+            {"name": "STORAGE_URI", "value": storage_uri},
+            # The image sets it too; here it holds for any image built from another Dockerfile.
+            {"name": SERVE_HOST_ENV, "value": "0.0.0.0"},
+            {"name": "SEQRANK_MODEL_VERSION", "value": model_version},
+        ],
+        "ports": [{"name": "http1", "containerPort": serve.port, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": READINESS_PATH, "port": serve.port},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        # Importing torch and Feast and loading the bundle take tens of seconds before the port opens.
+        "livenessProbe": {
+            "httpGet": {"path": LIVENESS_PATH, "port": serve.port},
+            "initialDelaySeconds": 120,
+            "periodSeconds": 20,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "volumeMounts": mounts,
+    }
+    predictor: dict[str, Any] = {
+        "minReplicas": serve.min_replicas,
+        "maxReplicas": serve.max_replicas,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if kf.node_selector:
+        predictor["nodeSelector"] = dict(sorted(kf.node_selector.items()))
+    inference_service = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": name,
+            "labels": dict(_LABELS),
+            "annotations": {
+                "serving.kserve.io/deploymentMode": serve.deployment_mode,
+                "seqrank/model-version": model_version,
+            },
+        },
+        "spec": {"predictor": predictor},
+    }
+    return [config_map, inference_service]
+
+
+def kserve_yaml(cfg: PipelineConfig, model_version: str, feast_dir: Path | None = None) -> str | None:
+    """`kserve_manifest` as the YAML to apply; None for a config that names no way for KServe pods
+    to reach the bundle (a laptop's: neither kubeflow.pvc nor serve.storage_uri)."""
+    if not (cfg.kubeflow.pvc or cfg.serve.storage_uri):
+        return None
+    documents = kserve_manifest(cfg, model_version, feast_dir)
+    return yaml.dump_all(documents, Dumper=_ManifestDumper, sort_keys=False)
+
+
+def write_kserve_manifest(target: Path, text: str | None) -> None:
+    """Write `text` to `target` in one rename; None removes the file, since a manifest left from an
+    earlier config would name another model."""
+    if text is None:
+        target.unlink(missing_ok=True)
+        return
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text)
+    os.replace(tmp, target)
 
 
 def export_bundle(data_dir: Path, model_dir: Path, target: Path, meta: dict[str, Any]) -> None:
@@ -87,9 +281,13 @@ def run(
         "feature_store": store or {"feast_dir": str(paths.feast), "project": cfg.features.project},
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    # Built before anything is written: a cluster config whose pods could not reach the bundle or
+    # the Feast store fails here, with the champion and its bundle as they were.
+    manifest = kserve_yaml(cfg, model_version, feast_dir=Path(meta["feature_store"]["feast_dir"]))
     export_bundle(data_dir, tracking.download(source), paths.champion_bundle, meta)
-    manifest = kserve_manifest(cfg, model_version, storage_uri=paths.champion_bundle.as_uri())
-    (paths.serving / "kserve.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    write_kserve_manifest(paths.serving / "kserve.yaml", manifest)
+    if manifest is not None:
+        log.info("KServe manifest for %s: %s", model_version, paths.serving / "kserve.yaml")
     # The alias moves last, so it never names a model whose bundle failed to export.
     client.set_registered_model_alias(name, tracking.CHAMPION_ALIAS, version.version)
     log.info("deployed %s from run %s to %s", model_version, run_id, paths.champion_bundle)
