@@ -36,11 +36,6 @@ class StatePaths:
         return self.root / "raw"
 
     @property
-    def runs(self) -> Path:
-        """Per pipeline run outputs: runs/<run_id>/{ingest,...}."""
-        return self.root / "runs"
-
-    @property
     def vocab(self) -> Path:
         """The append-only vocab shared by every run, so ids keep their index."""
         return self.root / "vocab"
@@ -92,9 +87,6 @@ class StatePaths:
     @property
     def champion_bundle(self) -> Path:
         return self.serving / "champion"
-
-    def run_dir(self, run_id: str) -> Path:
-        return self.runs / run_id
 
 
 def keep_state_local(paths: StatePaths) -> None:

@@ -68,6 +68,8 @@ def print_run_summary(
     console.print(table)
     # soft_wrap: commands must stay on one line to be copied.
     console.print(f"state dir:  {paths.root}", soft_wrap=True)
+    if steps.get("ingest", {}).get("output"):
+        console.print(f"ingest out: {steps['ingest']['output']}", soft_wrap=True)
     if paths.mlflow_uri.startswith(("http://", "https://")):
         console.print(f"MLflow UI:  {paths.mlflow_uri}", soft_wrap=True)
     else:
