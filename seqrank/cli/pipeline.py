@@ -29,10 +29,12 @@ def _generated_logs(cfg: PipelineConfig) -> Path:
 @click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
 @click.option("--state-dir", type=click.Path(path_type=Path), help="Where all local state lives.")
-@click.option("--start", "start_date", help="Only events on or after this date (ISO, UTC), e.g. 2026-01-01.")
 @click.option(
-    "--end", "end_date", help="Only events before this date (ISO, UTC); with --start: a backfill window."
+    "--start",
+    "start_date",
+    help="Backfill window: examples from this date (ISO, UTC), history from all earlier logs.",
 )
+@click.option("--end", "end_date", help="Backfill window: examples and history before this date (ISO, UTC).")
 @click.option(
     "--no-cache", is_flag=True, help="Run every step, even ingest and validation of unchanged inputs."
 )
