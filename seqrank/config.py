@@ -251,6 +251,33 @@ class ServeConfig(_Section):
     request_log_sample: float = Field(
         0.01, ge=0, le=1, description="share of requests logged with their features for skew audits"
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="service processes on one port (`seqrank serve --workers`); scale-out unit",
+    )
+    torch_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="intra-op threads per process; 1 measured fastest on 2 cores, where a second "
+        "thread competes with the event loop and other requests (docs/serving.md)",
+    )
+    feature_timeout_ms: float = Field(
+        50.0,
+        gt=0,
+        description="online-store read deadline; past it the answer is degraded (popularity order)",
+    )
+    item_refresh_s: float = Field(
+        5.0, gt=0, description="how often the in-process item table checks the store for changes"
+    )
+    store_retry_s: float = Field(
+        2.0, gt=0, description="while the online store is unreachable, retry opening it this often"
+    )
+    fault_store_delay_ms: float = Field(
+        0.0, ge=0, description="fault drills and tests only: delay added before every online-store read"
+    )
     # The KServe InferenceService the deploy step writes (docs/kubeflow.md).
     storage_uri: str = Field(
         "",

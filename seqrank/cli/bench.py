@@ -99,3 +99,33 @@ def bench_features(history: int, categories: int, users: int, reads: int, as_jso
     from benchmarks.bench_features import benchmark_features
 
     emit(benchmark_features(history=history, categories=categories, users=users, reads=reads), as_json)
+
+
+@bench.command(name="serve")
+@click.option("--model", default="din", show_default=True, help="Registry name (its real shapes, untrained).")
+@click.option("--candidates", type=int, default=500, show_default=True, help="Candidates per request.")
+@click.option(
+    "--history", type=int, default=1_000, show_default=True, help="Behaviors per user in the store."
+)
+@click.option("--concurrency", type=int, default=1, show_default=True, help="Client connections.")
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="Timed load.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Service processes.")
+@click.option("--torch-threads", type=int, default=1, show_default=True, help="Intra-op threads per process.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_serve(model, candidates, history, concurrency, seconds, workers, torch_threads, as_json) -> None:
+    """The ranking service over HTTP on loopback, feature fetch included (budget p99 ≤ 10 ms).
+
+    Prints p50/p95/p99, requests/s, errors and the time split (features, model, HTTP).
+    """
+    from benchmarks.bench_serving import benchmark_serving
+
+    result = benchmark_serving(
+        model=model,
+        candidates=candidates,
+        history=history,
+        concurrency=concurrency,
+        seconds=seconds,
+        workers=workers,
+        torch_threads=torch_threads,
+    )
+    emit(result, as_json)

@@ -129,13 +129,14 @@ def train(model, data: Path, config, overrides, checkpoint_dir, resume) -> None:
 )
 @click.option("--host", help="Bind address (default 127.0.0.1 from the config).")
 @click.option("--port", type=int, help="Port.")
+@click.option("--workers", type=int, help="Service processes on the port (serve.workers; docs/serving.md).")
 @click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
-def serve(bundle, feast_dir, host, port, config, overrides) -> None:
-    """Serve the champion model: POST /rank {"user_id", "candidates": [...]}."""
+def serve(bundle, feast_dir, host, port, workers, config, overrides) -> None:
+    """Serve the champion model: POST /v1/rank {"user_id", "candidates": [...]}; /docs for the API."""
     from serving.app import serve as run_server
 
-    cfg = cli_config(config, overrides, **{"serve.host": host, "serve.port": port})
+    cfg = cli_config(config, overrides, **{"serve.host": host, "serve.port": port, "serve.workers": workers})
     paths = StatePaths.of(cfg)
     bundle = bundle or paths.champion_bundle
     if not (bundle / "bundle.json").exists():

@@ -3,6 +3,12 @@ by the serving, dense-feature and skew tests (the `serving_env` fixture in tests
 
 from __future__ import annotations
 
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -47,3 +53,62 @@ def build_serving_env(root: Path) -> dict[str, Path]:
     features.run(ingest_dir, root / "feast", CFG)
     bundle = write_bundle(root / "bundle", ingest_dir, root, "din", "seqrank-ranker/1", seed=0)
     return {"root": root, "ingest": ingest_dir, "feast": root / "feast", "bundle": bundle}
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def service_process(
+    bundle: Path, feast: Path, state_dir: Path, *overrides: str, ready: bool = True, timeout_s: float = 120
+) -> Iterator[str]:
+    """`seqrank serve` (uvicorn) in a subprocess on a free loopback port; yields its base URL once
+    /readyz answers 200 (`ready`) or /healthz does, and stops it on exit."""
+    import httpx
+
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "seqrank.cli",
+        "serve",
+        "--bundle",
+        str(bundle),
+        "--feast",
+        str(feast),
+        "--port",
+        str(port),
+        "--set",
+        f"state_dir={json.dumps(str(state_dir))}",
+        *(arg for override in overrides for arg in ("--set", override)),
+    ]
+    log_path = state_dir / f"service-{port}.log"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                assert process.poll() is None, f"service exited: {log_path.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, f"service not up: {log_path.read_text()[-3000:]}"
+                try:
+                    if httpx.get(f"{base}{'/readyz' if ready else '/healthz'}", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)

@@ -129,9 +129,9 @@ def test_user_without_behaviors_is_served(serving_env, client):
     [
         ({"candidates": ["i1"]}, 422),  # missing user_id
         ({"user_id": "u1"}, 422),  # missing candidates
-        ({"user_id": 17, "candidates": ["i1"]}, 422),  # wrong type
+        ({"user_id": True, "candidates": ["i1"]}, 422),  # wrong type (ints are ids, booleans not)
         ({"user_id": "u1", "candidates": "i1"}, 422),  # a string, not a list
-        ({"user_id": "u1", "candidates": [1, 2]}, 422),
+        ({"user_id": "u1", "candidates": [1.5, 2]}, 422),
         ({"user_id": "u1", "candidates": []}, 422),
         ({"user_id": "", "candidates": ["i1"]}, 422),
         ({"user_id": "u1", "candidates": ["i1"], "extra": 1}, 422),
@@ -202,7 +202,12 @@ def test_admin_reload_needs_token_and_keeps_last_good_model(serving_env, tmp_pat
         assert response.status_code == 500
         assert response.json()["reloaded"] is False and response.json()["error"]
         assert response.json()["model_version"] == "seqrank-ranker/1"
-        assert client.post("/rank", json=request).json() == before
+        after_failure = client.post("/rank", json=request).json()
+        assert after_failure["items"] == before["items"]
+        assert after_failure["model_version"] == before["model_version"]
+        metrics = client.get("/metrics").text
+        assert 'seqrank_reloads_total{result="failed"} 1.0' in metrics
+        assert 'seqrank_model_info{model="din",model_version="seqrank-ranker/1"} 1.0' in metrics
         assert client.get("/healthz").json()["last_reload_error"]
 
         # A good new bundle (another model family, another version) replaces it.
@@ -217,6 +222,9 @@ def test_admin_reload_needs_token_and_keeps_last_good_model(serving_env, tmp_pat
         }
         after = client.post("/rank", json=request).json()
         assert after["model_version"] == "seqrank-ranker/2"
+        metrics = client.get("/metrics").text
+        assert 'seqrank_model_info{model="emb_mlp",model_version="seqrank-ranker/2"} 1.0' in metrics
+        assert "seqrank-ranker/1" not in metrics
         assert client.get("/healthz").json()["last_reload_error"] is None
 
 
@@ -245,6 +253,11 @@ def test_real_uvicorn_server(serving_env):
         items = raw_ids(serving_env["ingest"], "item")
         base = f"http://127.0.0.1:{cfg.port}"
         with httpx.Client(base_url=base, timeout=10) as http:
+            # The bundle loads in the background: alive at once, ready once it is in.
+            assert http.get("/healthz").status_code == 200
+            while http.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "service did not become ready"
+                time.sleep(0.05)
             assert http.get("/healthz").json()["loaded"] is True
             response = http.post("/rank", json={"user_id": "u1", "candidates": [items[1], items[2]]})
             assert response.status_code == 200

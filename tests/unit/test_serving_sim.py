@@ -125,9 +125,6 @@ def test_rank_serves_sim_on_the_rows_training_would_build(env, search, monkeypat
     with TestClient(create_app(env[search], env["feast"], SERVE_CFG)) as client:
         service = client.app.state.service
         monkeypatch.setattr(service, "now_ms", lambda: NOW_MS)
-        seen: list[dict[str, torch.Tensor]] = []
-        # The batch the service hands the model, recorded on its way in.
-        service.bundle.model.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
         response = client.post("/rank", json={"user_id": users[LONG_USER], "candidates": candidates})
         assert response.status_code == 200, response.text
 
@@ -139,7 +136,20 @@ def test_rank_serves_sim_on_the_rows_training_would_build(env, search, monkeypat
     assert len(np.unique(served[:-1])) > 1  # the scores tell candidates apart
 
     assert len(np.unique(category[:-1])) == N_CATEGORIES  # the candidates reach every category
-    [batch] = seen
+    # The batch the service's inputs expand to (serving.ranking.build_batch, the same builder).
+    from serving.bundle import load_bundle
+    from serving.features import OnlineFeatures
+    from serving.ranking import build_batch, candidate_items, categories_of
+
+    bundle = load_bundle(env[search])
+    online = OnlineFeatures(env["feast"])
+    wanted = categories_of(bundle, candidate_items(bundle, candidates))
+    by_category = (
+        online.category_sequences(LONG_USER, wanted[wanted != 0].tolist()) if search == "hard" else None
+    )
+    batch = build_batch(
+        bundle, users[LONG_USER], candidates, online.user_sequence(LONG_USER), NOW_MS, by_category
+    )
     rows = np.full(len(candidates), LONG_USER)
     hist_end = behaviors.lengths(rows)
     if search == "hard":
@@ -155,10 +165,8 @@ def test_rank_serves_sim_on_the_rows_training_would_build(env, search, monkeypat
         for name in ("item", "category", "ts"):
             np.testing.assert_array_equal(batch[f"long_{name}"].numpy(), getattr(behaviors, name)[flat])
 
-    # The scores are the model's on that batch.
-    from serving.bundle import load_bundle
-
-    model = load_bundle(env[search]).model
+    # The scores are the model's forward on that batch.
+    model = bundle.model
     with torch.inference_mode():
         expected = torch.sigmoid(model({k: v.contiguous() for k, v in batch.items()})).numpy()
-    np.testing.assert_allclose(served, expected, rtol=1e-5)
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)

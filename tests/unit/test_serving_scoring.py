@@ -1,0 +1,137 @@
+"""Request-shaped scorers (serving.scoring) against the models' own forward on the expanded batch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from serving.scoring import RequestInputs, expand_batch, logits, scorer_for
+from training.models import ModelSpec, build_model
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
+SIZES = {"user": 30, "item": 400, "category": 12, "brand": 4}
+NOW_MS = 1_800_000_000_000
+BASE = {
+    "embedding_dim": 8,
+    "seq_len": 16,
+    "search_k": 6,
+    "heads": 2,
+    "attention_hidden": [20, 10],
+    "mlp_hidden": [24, 12],
+}
+
+
+def _model(name: str, **hparams: object) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(name, {**BASE, **hparams}, dict(SIZES)))
+    # Trained-looking weights: embeddings far from their 1e-2 init, BatchNorm statistics not 0/1.
+    with torch.no_grad():
+        for name_, parameter in model.named_parameters():
+            parameter.mul_(30.0 if "table" in name_ or name_ == "weight" else 3.0)
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _inputs(seed: int, history: int, candidates: int = 40, dense: bool = False) -> RequestInputs:
+    g = torch.Generator().manual_seed(seed)
+    item = torch.randint(0, SIZES["item"], (candidates,), generator=g)
+    category = torch.randint(0, SIZES["category"], (candidates,), generator=g)
+    category[item == 0] = 0
+    length = BASE["seq_len"]
+    hist_item = torch.zeros(length, dtype=torch.int64)
+    hist_item[length - history :] = torch.randint(1, SIZES["item"], (history,), generator=g)
+    if history > 3:
+        hist_item[-2] = 0  # an id the model's vocab maps to PAD, inside the history
+    hist_category = torch.where(
+        hist_item != 0, torch.randint(1, SIZES["category"], (length,), generator=g), 0
+    )
+    hist_ts = torch.where(hist_item != 0, NOW_MS - torch.randint(1, 10**10, (length,), generator=g), 0)
+    distinct, index = torch.unique(category, return_inverse=True)
+    k = BASE["search_k"]
+    cat_item = torch.randint(1, SIZES["item"], (len(distinct), k), generator=g)
+    cat_item[:, : k // 2] = 0  # PAD-filled rows: fewer than K behaviors in the category
+    cat_item[0] = 0  # a category without any
+    cat_ts = torch.where(cat_item != 0, NOW_MS - torch.randint(1, 10**10, cat_item.shape, generator=g), 0)
+    return RequestInputs(
+        user=int(torch.randint(0, SIZES["user"], (1,), generator=g)),
+        item=item,
+        category=category,
+        now_ms=NOW_MS,
+        sequences={"hist_item": hist_item, "hist_category": hist_category, "hist_ts": hist_ts},
+        cat_item=cat_item,
+        cat_ts=cat_ts,
+        cat_index=index,
+        item_dense=torch.randn(candidates, 4, generator=g) if dense else None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "hparams"),
+    [
+        ("din", {}),
+        ("din", {"dense": "normalized"}),
+        ("din", {"embedding": "double_hash", "full_rows": 50, "hash_rows": 40}),
+        ("sim", {}),
+        ("sim", {"dense": "autodis"}),
+        ("sim", {"embedding": "double_hash", "full_rows": 50, "hash_rows": 40}),
+    ],
+)
+@pytest.mark.parametrize("history", [16, 5, 0])
+def test_request_scorer_equals_the_models_forward(name, hparams, history):
+    model = _model(name, **hparams)
+    assert scorer_for(model) is not None
+    inputs = _inputs(seed=history, history=history, dense=hparams.get("dense", "off") != "off")
+    with torch.inference_mode():
+        fast = torch.sigmoid(logits(model, inputs)).numpy()
+        batch = {key: value.contiguous() for key, value in expand_batch(inputs).items()}
+        reference = torch.sigmoid(model(batch)).numpy()
+    np.testing.assert_allclose(fast, reference, atol=1e-5, rtol=0)
+    assert np.std(reference) > 1e-3, "the weights should tell candidates apart"
+
+
+@pytest.mark.parametrize(
+    ("name", "hparams"), [("sim", {"search": "soft", "long_seq_len": 20}), ("emb_mlp", {})]
+)
+def test_models_without_a_scorer_go_through_their_forward(name, hparams):
+    model = _model(name, **hparams)
+    assert scorer_for(model) is None
+    inputs = _inputs(seed=1, history=10)
+    long = {
+        f"long_{k.removeprefix('hist_')}": torch.cat([torch.zeros(4, dtype=torch.int64), v])
+        for k, v in inputs.sequences.items()
+    }
+    inputs = RequestInputs(**{**inputs.__dict__, "sequences": {**inputs.sequences, **long}})
+    with torch.inference_mode():
+        served = logits(model, inputs)
+        reference = model({key: value.contiguous() for key, value in expand_batch(inputs).items()})
+    torch.testing.assert_close(served, reference)
+
+
+def test_request_log_records_the_bundle_the_request_used(serving_env, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from seqrank.config import ServeConfig
+    from serving.app import create_app
+    from tests.helpers.serving import raw_ids
+
+    cfg = ServeConfig(request_log_sample=1.0)
+    items = raw_ids(serving_env["ingest"], "item")
+    with TestClient(create_app(serving_env["bundle"], serving_env["feast"], cfg, tmp_path / "log")) as client:
+        response = client.post(
+            "/v1/rank",
+            json={"user_id": 1, "candidates": [items[1], 2], "context": {"request_id": "r-9"}},
+        )
+        assert response.status_code == 200, response.text
+    [log_file] = (tmp_path / "log").iterdir()
+    [entry] = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert entry["request_id"] == "r-9"
+    assert entry["user_id"] == "1"  # an integer id is its decimal string
+    assert entry["model_version"] == "seqrank-ranker/1" and entry["run_id"] == "run-0"
+    assert entry["bundle"] == str(serving_env["bundle"])
