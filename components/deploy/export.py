@@ -30,9 +30,9 @@ MODEL_MOUNT = "/mnt/models"
 KSERVE_CONTAINER = "kserve-container"
 # The ConfigMap the service reads: its config and the Feast store's feature_store.yaml.
 CONFIG_MOUNT = PurePosixPath("/etc/seqrank")
-# /healthz answers only once the bundle and the online store are loaded (`create_app` loads both
-# before the server listens), so it serves readiness too until the service has an endpoint of its own.
-READINESS_PATH = "/healthz"
+# /readyz answers 200 only while the model and the online store are loaded and answering; /healthz
+# only says the process is alive, so a store outage takes the pod out of rotation without a restart.
+READINESS_PATH = "/readyz"
 LIVENESS_PATH = "/healthz"
 # KServe names the predictor `<name>-predictor`, which must stay a DNS label (63 characters).
 _MAX_NAME = 53

@@ -113,7 +113,8 @@ def test_every_field_comes_from_the_cluster_config(monkeypatch: pytest.MonkeyPat
     assert env["SEQRANK_MODEL_VERSION"] == VERSION
     assert container["ports"] == [{"name": "http1", "containerPort": 8900, "protocol": "TCP"}]
     for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": 8900}, probe
+        path = "/readyz" if probe == "readinessProbe" else "/healthz"
+        assert container[probe]["httpGet"] == {"path": path, "port": 8900}, probe
     assert (
         container["livenessProbe"]["initialDelaySeconds"] > container["readinessProbe"]["initialDelaySeconds"]
     )
