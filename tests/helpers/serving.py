@@ -11,11 +11,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import torch
 
 from seqrank.config import ServeConfig
 from tests.helpers.feature_store import CFG, N_CATEGORIES, N_ITEMS, N_USERS, make_ingest_dir
+from training.ingest_data import Behaviors
 
 SEQ_LEN = 20
 HPARAMS = {"embedding_dim": 8, "seq_len": SEQ_LEN, "attention_hidden": [16, 8], "mlp_hidden": [16, 8]}
@@ -112,3 +114,15 @@ def service_process(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+
+
+def read_behaviors(ingest_dir: Path) -> Behaviors:
+    """The ingest output's behaviors as training holds them (CSR arrays)."""
+    table = pq.read_table(ingest_dir / "behaviors", columns=["user", "item", "category", "ts"])
+    rows = table.to_pydict()
+    lengths = np.array([len(items) for items in rows["item"]])
+    columns = {
+        name: np.concatenate([np.asarray(v, dtype=np.int64) for v in rows[name]])
+        for name in ("item", "category", "ts")
+    }
+    return Behaviors.from_lists(np.array(rows["user"]), lengths, columns, num_users=N_USERS + 1)

@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from tests.helpers.feature_store import CFG, LONG_USER, N_ITEMS, N_USERS, make_ingest_dir
-from tests.helpers.serving import HPARAMS, VOCAB_SIZES, raw_ids, service_process
-from tests.unit.test_serving_sim import read_behaviors
+from tests.helpers.serving import HPARAMS, VOCAB_SIZES, raw_ids, read_behaviors, service_process
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,7 @@ import torch
 
 from seqrank.config import ServeConfig
 from tests.helpers.feature_store import CFG, LONG_USER, N_CATEGORIES, N_ITEMS, N_USERS, make_ingest_dir
-from tests.helpers.serving import VOCAB_SIZES, raw_ids
-from training.ingest_data import Behaviors
+from tests.helpers.serving import VOCAB_SIZES, raw_ids, read_behaviors
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
@@ -44,18 +43,6 @@ def write_sim_bundle(target: Path, ingest_dir: Path, work: Path, search: str) ->
         ingest_dir, model_dir, target, {"model_version": f"sim-{search}/1", "run_id": "r", "metrics": {}}
     )
     return target
-
-
-def read_behaviors(ingest_dir: Path) -> Behaviors:
-    """The ingest output's behaviors as training holds them (CSR arrays)."""
-    table = pq.read_table(ingest_dir / "behaviors", columns=["user", "item", "category", "ts"])
-    rows = table.to_pydict()
-    lengths = np.array([len(items) for items in rows["item"]])
-    columns = {
-        name: np.concatenate([np.asarray(v, dtype=np.int64) for v in rows[name]])
-        for name in ("item", "category", "ts")
-    }
-    return Behaviors.from_lists(np.array(rows["user"]), lengths, columns, num_users=N_USERS + 1)
 
 
 @pytest.fixture(scope="module")
