@@ -119,14 +119,19 @@ def validate_step(
 
 
 def features_step(config: str, data: dsl.Input[dsl.Dataset], store: dsl.Output[dsl.Artifact]) -> str:
-    """Feast apply and materialization of profiles and behavior sequences to the online store."""
+    """Feast apply and materialization of profiles and behavior sequences into a staged store."""
     from pathlib import Path
 
     from components import features
+    from components.deploy import releases
     from components.kfp_support import step_config, summary, write_store_ref
 
-    cfg, paths = step_config(config)
-    result = features.run(Path(data.path), paths.feast, cfg.features, store_cfg=cfg.infra.feast)
+    cfg, _ = step_config(config)
+    # A staged store version: the service keeps reading the live one until deploy switches both
+    # model and features, so a run the validation or the gate rejects changes nothing it serves.
+    feast_dir, project = releases.stage_store(cfg)
+    features_cfg = cfg.features.model_copy(update={"project": project})
+    result = features.run(Path(data.path), feast_dir, features_cfg, store_cfg=cfg.infra.feast)
     write_store_ref(store, result)
     return summary(result)
 

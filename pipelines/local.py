@@ -25,16 +25,20 @@ def run_local(
     end_date: str = "",
     caching: bool = True,
     pipeline: Any = None,
+    report: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Execute every step in a subprocess of the current environment; return each step's summary.
 
     Raises RuntimeError if a step fails. With `caching`, a step kfp may cache (ingest and
     validation; see `kubeflow.cache_*`) reuses an earlier run's outputs for the same inputs; the
     cache lives in the state dir's kfp/cache. `pipeline` runs another pipeline (e.g. one loaded
-    from compiled YAML) with the same parameters instead of the one built from `cfg`.
+    from compiled YAML) with the same parameters instead of the one built from `cfg`. With
+    `report`, the run's HTML report is written and logged to the train step's MLflow run (and its
+    path returned under "report").
     """
     from kfp import local
 
+    from components.deploy.export import DEPLOY_RECORD
     from pipelines.pipeline import build_pipeline
 
     paths = StatePaths.of(cfg)
@@ -68,9 +72,23 @@ def run_local(
     for step, key in (("ingest", "output"), ("validate", "data_docs")):
         steps[step]["cached"] = run_name not in str(steps[step].get(key))
     steps["gate"] = read_json(Path(run.outputs["gate"].path))
-    if steps["gate"].get("promote"):
-        bundle = paths.champion_bundle / "bundle.json"
-        steps["deploy"] = {**read_json(bundle), "bundle": str(paths.champion_bundle)}
+    bundle = paths.champion_bundle / "bundle.json"
+    if bundle.is_file():
+        release = bundle.parent.resolve()
+        record = release / DEPLOY_RECORD
+        live = {
+            **read_json(bundle),
+            **(read_json(record) if record.is_file() else {}),
+            "bundle": str(paths.champion_bundle),
+            "release": str(release),
+        }
+        # The deploy step sits under dsl.If, whose outputs the pipeline cannot return; what it
+        # made live is the champion release, which names this run when it was promoted.
+        steps["deploy" if steps["gate"].get("promote") else "live"] = live
+    if report:
+        from components.evaluate import report as run_report
+
+        steps["report"] = {"path": str(run_report.write(paths, steps["train"]["run_id"], steps))}
     log.info("pipeline run %s finished", run_name)
     return steps
 

@@ -158,6 +158,12 @@ class FeatureConfig(_Section):
         description="users per read batch of ingest outputs and rows per feature-table batch (online "
         "writes are also capped at ~16 MiB); 1,000-event histories: ~30 MiB per 1,000 users",
     )
+    idle_ttl_days: float = Field(
+        0,
+        ge=0,
+        description="users without a behavior in this many days before the input's newest are evicted "
+        "from the online sequence views (reads give empty; profiles stay); 0 keeps every user",
+    )
 
 
 class ModelConfig(_Section):
@@ -226,9 +232,60 @@ class TrainConfig(_Section):
 
 
 class GateConfig(_Section):
-    metric: Literal["auc", "gauc"] = "auc"
-    min_delta: float = Field(0.0, ge=0, description="challenger must beat the champion by at least this")
-    floor: float = Field(0.6, ge=0, le=1, description="the first model is promoted only above this")
+    """The rules a challenger must pass to replace the champion (components/evaluate/gate.py).
+
+    Both models are scored on this run's test split and timed in the same process, so every rule
+    compares like with like; each rule's verdict is recorded on the challenger's MLflow run.
+    """
+
+    metric: Literal["auc", "gauc"] = Field("auc", description="the main metric the challenger must improve")
+    min_delta: float = Field(
+        0.0, ge=0, description="gain on the main metric the challenger must exceed (equal is not better)"
+    )
+    floor: float = Field(0.6, ge=0, le=1, description="main metric every promoted model reaches; 0: none")
+    max_metric_drop: float = Field(
+        0.002, ge=0, description="largest drop allowed on the other ranking metric (GAUC when main is AUC)"
+    )
+    max_logloss_increase: float = Field(0.002, ge=0, description="largest test logloss increase allowed")
+    max_calibration_increase: float = Field(
+        0.05, ge=0, description="largest increase allowed of |calibration - 1| (predicted / observed CTR)"
+    )
+    max_slice_drop: float = Field(
+        0.01,
+        ge=0,
+        description="largest main-metric drop allowed on each slice (new/heavy users, short/long history)",
+    )
+    min_slice_examples: int = Field(
+        200, ge=1, description="a slice with fewer test impressions (either model) is shown, not judged"
+    )
+    latency_budget_ms: float = Field(
+        25.0,
+        gt=0,
+        description="p99 in-process scoring of latency_candidates with a latency_history-event history; "
+        "the HTTP budget (docs: 10 ms) also pays for feature fetch and transport",
+    )
+    latency_candidates: int = Field(500, gt=0, description="candidates per timed request")
+    latency_history: int = Field(1_000, gt=0, description="behaviors in the timed request's history")
+    latency_requests: int = Field(60, ge=20, description="timed requests per model (after 5 warm-up ones)")
+    on_incompatible: Literal["reject", "floor"] = Field(
+        "reject",
+        description="a champion that cannot be loaded or compared: reject, or judge the challenger as a "
+        "first model (floor and latency only)",
+    )
+
+
+class DeployConfig(_Section):
+    """How a promoted (or rolled-back) release goes live (components/deploy)."""
+
+    reload_urls: list[str] = Field(
+        default_factory=list,
+        description="running services told to reload after a switch (POST /admin/reload with "
+        "$SEQRANK_ADMIN_TOKEN); empty: the local one on 127.0.0.1:serve.port when it answers",
+    )
+    reload_timeout_s: float = Field(60.0, gt=0, description="how long one reload request may take")
+    keep_releases: int = Field(
+        3, ge=2, description="releases (bundle + feature store) kept on disk: the champion, previous, ..."
+    )
 
 
 # Inside a container loopback is unreachable from outside it, so the image sets this variable to
@@ -469,6 +526,7 @@ class PipelineConfig(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
+    deploy: DeployConfig = DeployConfig()
     serve: ServeConfig = Field(default_factory=ServeConfig)  # built per load: it reads the environment
     infra: InfraConfig = InfraConfig()
     kubeflow: KubeflowConfig = KubeflowConfig()

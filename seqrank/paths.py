@@ -71,8 +71,15 @@ class StatePaths:
 
     @property
     def feast(self) -> Path:
-        """Feast repo config, registry and SQLite online store."""
+        """The live Feast store (config, registry, SQLite online store): after the first deploy a
+        link through `champion_bundle`, so the served model and the live store switch in one rename."""
         return self.root / "feast"
+
+    @property
+    def feast_versions(self) -> Path:
+        """Feast store versions: each pipeline run's features step stages one here; a release links
+        the one it was validated and gated with."""
+        return self.root / "feast_versions"
 
     @property
     def serving(self) -> Path:
@@ -85,8 +92,19 @@ class StatePaths:
         return self.serving / "requests"
 
     @property
+    def releases(self) -> Path:
+        """One directory per deployed model version: its serving bundle and a link to its store."""
+        return self.serving / "releases"
+
+    @property
     def champion_bundle(self) -> Path:
+        """The live release: a link into `releases/`, switched atomically by deploy and rollback."""
         return self.serving / "champion"
+
+    @property
+    def reports(self) -> Path:
+        """One self-contained HTML report per pipeline run."""
+        return self.root / "reports"
 
 
 def keep_state_local(paths: StatePaths) -> None:

@@ -320,10 +320,31 @@ class Service:
         self._store_pool.shutdown(wait=False, cancel_futures=True)
 
     def reload(self) -> tuple[bool, str | None]:
-        """Load the bundle again; on failure keep serving the last good one and return the error."""
+        """Load the bundle again; on failure keep serving the last good one and return the error.
+
+        A bundle released with its own store version (Bundle.feast_dir) brings that store: it is
+        opened and the item table read from it before anything is swapped, then store, item table
+        and bundle are assigned, so requests keep being answered throughout. A request that began on
+        the old bundle may read the new store; its ids extend the old one's, and ids past a model's
+        vocab are unknown to it (ranking._known), never an error.
+        """
         with self._reload_lock:
             try:
                 fresh = load_bundle(self.bundle_dir)
+                features, items = self.features, self.items
+                if fresh.feast_dir is not None and (
+                    features is None or features.feast_dir != fresh.feast_dir
+                ):
+                    features = OnlineFeatures(
+                        fresh.feast_dir,
+                        read_delay_s=self.cfg.fault_store_delay_ms / 1000,
+                        on_read=lambda view, s: self.metrics.store_read_seconds.labels(view).observe(s),
+                    )
+                n_items = max(len(fresh.item_category), fresh.vocab_sizes.get("item", 0))
+                if items is None or items.n_items != n_items or features is not self.features:
+                    items = ItemTable(n_items)
+                    if features is not None:
+                        items.refresh(features)
             except Exception as err:
                 # Any failure here (missing file, bad weights, wrong spec) must leave the service up.
                 self.last_reload_error = f"{type(err).__name__}: {err}"
@@ -332,6 +353,10 @@ class Service:
                 current = self.bundle.model_version if self.bundle else None
                 log.exception("reload of %s failed; still serving %s", self.bundle_dir, current)
                 return False, self.last_reload_error
+            if features is not self.features and features is not None:
+                self.features, self.feast_dir = features, features.feast_dir
+                log.info("online store switched to %s", features.feast_dir)
+            self.items = items
             self._serve_bundle(fresh)
             self.last_reload_error = None
             self.metrics.reloads.labels("ok").inc()

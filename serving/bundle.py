@@ -6,7 +6,8 @@ Layout, as the deploy step exports it::
     bundle/vocab/{user,item,category,brand}.parquet   VOCAB: raw id -> dense index (0 = unknown)
     bundle/items.parquet                          ITEMS: item index -> category, brand, price
                                                   (price feeds item_dense when the model reads it)
-    bundle/bundle.json                            {"model_version", "run_id", "metrics", ...}
+    bundle/bundle.json                            {"model_version", "run_id", "metrics", "feature_store", ...}
+    bundle/feast -> <store version>               in a release: the Feast store it goes live with
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from training.dense import price_table
 from training.models import CtrModel, load_model
 
 log = logging.getLogger(__name__)
+
+FEAST_LINK = "feast"  # components.deploy.releases links a release's store version by this name
 
 
 class BundleError(ValueError):
@@ -51,6 +54,10 @@ class Bundle:
     vocab_sizes: dict[str, int] = field(default_factory=dict)  # embedding rows per entity, from the model
     # (n_items,) price by item index, NaN where unknown; read only when the model reads item_dense.
     item_price: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # The Feast store version this bundle was released with (its `feast` link, resolved), and the
+    # FeatureService it reads; None and "" for a bundle exported outside a release.
+    feast_dir: Path | None = None
+    feature_service: str = ""
 
 
 def _read_vocab(path: Path) -> dict[str, int]:
@@ -85,7 +92,9 @@ def _item_prices(path: Path, n_rows: int) -> np.ndarray:
 
 def load_bundle(path: Path) -> Bundle:
     """Load and check a bundle directory; raises BundleError (or the loader's error) when it is unusable."""
-    path = Path(path)
+    # Resolved once: `path` may be a link that deploy or rollback switches meanwhile, and every file
+    # must come from the same release.
+    path = Path(path).resolve()
     meta_path = path / "bundle.json"
     if not meta_path.is_file():
         raise BundleError(f"no bundle.json in {path}: not a serving bundle")
@@ -122,6 +131,8 @@ def load_bundle(path: Path) -> Bundle:
         item_category=item_category,
         vocab_sizes=dict(model.spec.vocab_sizes),
         item_price=_item_prices(items_path, n_items) if "item_dense" in inputs else np.zeros(0),
+        feast_dir=(path / FEAST_LINK).resolve() if (path / FEAST_LINK).is_dir() else None,
+        feature_service=str((meta.get("feature_store") or {}).get("feature_service", "")),
     )
     log.info(
         "loaded bundle %s (%s, model %s, seq_len %d)", path, bundle.model_version, model.spec.name, seq_len

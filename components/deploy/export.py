@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from components import tracking
+from components.deploy import releases
 from feature_repo.store_config import ONLINE_DB_FILE, REGISTRY_FILE, store_config
 from seqrank.config import SERVE_HOST_ENV, PipelineConfig
 from seqrank.paths import StatePaths
@@ -36,6 +37,7 @@ READINESS_PATH = "/readyz"
 LIVENESS_PATH = "/healthz"
 # KServe names the predictor `<name>-predictor`, which must stay a DNS label (63 characters).
 _MAX_NAME = 53
+DEPLOY_RECORD = "deploy.json"
 _LABELS = {"app.kubernetes.io/name": "seqrank", "app.kubernetes.io/component": "ranking-service"}
 
 
@@ -248,6 +250,30 @@ def export_bundle(data_dir: Path, model_dir: Path, target: Path, meta: dict[str,
         write_json(tmp / "bundle.json", meta)
 
 
+def feature_service(model_name: str) -> str:
+    """The Feast FeatureService a model family reads: the newest version of its own, else din's
+    (every sequence model reads the behavior, profile and statistics views that one serves)."""
+    from feature_repo import SERVICES
+
+    family = model_name if any(name.startswith(f"{model_name}_v") for name in SERVICES) else "din"
+    return max(
+        (name for name in SERVICES if name.startswith(f"{family}_v")), key=lambda n: int(n.rsplit("_v", 1)[1])
+    )
+
+
+def _make_live(
+    cfg: PipelineConfig, release: Path, model_version: str, feast_dir: Path
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """Switch `release` live, rewrite the KServe manifest for it, tell running services to reload."""
+    paths = StatePaths.of(cfg)
+    manifest = kserve_yaml(cfg, model_version, feast_dir=feast_dir)
+    releases.switch(paths, release)
+    write_kserve_manifest(paths.serving / "kserve.yaml", manifest)
+    if manifest is not None:
+        log.info("KServe manifest for %s: %s", model_version, paths.serving / "kserve.yaml")
+    return manifest, releases.notify(cfg)
+
+
 def run(
     data_dir: Path,
     run_id: str,
@@ -255,10 +281,12 @@ def run(
     gate_report: dict[str, Any],
     store: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Register `run_id`'s model, export it as the champion bundle, then point the alias at it.
+    """Register `run_id`'s model and make it live with the store version it was gated with.
 
-    `store` is the features step's reference to the Feast store the bundle's ids agree with; the
-    bundle records it so the service reads the same one.
+    The release (bundle + a link to `store`'s Feast directory, the features step's staged version)
+    is written first, then `serving/champion` is switched to it in one rename, running services are
+    told to reload, and last the aliases move: `champion` to the new version, `previous` to the one
+    it replaced. A failure before the switch leaves the live model, store and aliases as they were.
     """
     paths = StatePaths.of(cfg)
     client = tracking.client(paths)
@@ -269,26 +297,104 @@ def run(
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="seqrank ranking model; alias champion is served")
+    prior = tracking.champion_version(paths, name)
     source = tracking.run_model_uri(paths, run_id)
     version = client.create_model_version(
-        name, source=source, run_id=run_id, tags={"gate_reason": gate_report.get("reason", "")}
+        name, source=source, run_id=run_id, tags={"gate_reason": gate_report.get("reason", "")[:5000]}
     )
     model_version = f"{name}/{version.version}"
+    store = store or {"feast_dir": str(paths.feast), "project": cfg.features.project}
+    feast_dir = Path(store["feast_dir"]).resolve()
+    model_name = gate_report.get("challenger_model") or cfg.model.name
     meta = {
         "model_version": model_version,
         "run_id": run_id,
+        "model": model_name,
         "metrics": gate_report.get("challenger_metrics", {}),
-        "feature_store": store or {"feast_dir": str(paths.feast), "project": cfg.features.project},
+        "feature_store": {
+            **store,
+            "feast_dir": str(feast_dir),
+            "feature_service": feature_service(model_name),
+        },
+        "replaces": None if prior is None else f"{name}/{prior.version}",
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     # Built before anything is written: a cluster config whose pods could not reach the bundle or
     # the Feast store fails here, with the champion and its bundle as they were.
-    manifest = kserve_yaml(cfg, model_version, feast_dir=Path(meta["feature_store"]["feast_dir"]))
-    export_bundle(data_dir, tracking.download(source), paths.champion_bundle, meta)
-    write_kserve_manifest(paths.serving / "kserve.yaml", manifest)
-    if manifest is not None:
-        log.info("KServe manifest for %s: %s", model_version, paths.serving / "kserve.yaml")
-    # The alias moves last, so it never names a model whose bundle failed to export.
+    kserve_yaml(cfg, model_version, feast_dir=feast_dir)
+    release = releases.release_dir(paths, version.version)
+    export_bundle(data_dir, tracking.download(source), release, meta)
+    releases.write_release(release, feast_dir)
+    client.set_model_version_tag(name, version.version, releases.RELEASE_TAG, release.name)
+    if prior is not None:
+        client.set_model_version_tag(name, version.version, releases.REPLACED_TAG, str(prior.version))
+    _, reloads = _make_live(cfg, release, model_version, feast_dir)
+    if prior is not None:
+        client.set_registered_model_alias(name, releases.PREVIOUS_ALIAS, prior.version)
     client.set_registered_model_alias(name, tracking.CHAMPION_ALIAS, version.version)
-    log.info("deployed %s from run %s to %s", model_version, run_id, paths.champion_bundle)
-    return {"model_version": model_version, "bundle": str(paths.champion_bundle), "run_id": run_id}
+    previous_release = releases.release_of(paths, prior) if prior is not None else None
+    releases.prune(paths, cfg.deploy.keep_releases, also_keep=(previous_release,) if previous_release else ())
+    log.info("deployed %s from run %s: %s with store %s", model_version, run_id, release, feast_dir)
+    result = {
+        "model_version": model_version,
+        "bundle": str(paths.champion_bundle),
+        "release": str(release),
+        "feast_dir": str(feast_dir),
+        "feature_service": meta["feature_store"]["feature_service"],
+        "previous": meta["replaces"],
+        "run_id": run_id,
+        "reload": reloads,
+    }
+    # Beside the bundle, for the run report: what this deploy did, reloads included.
+    write_json(release / DEPLOY_RECORD, result)
+    return result
+
+
+def rollback(cfg: PipelineConfig) -> dict[str, Any]:
+    """Make the `previous` model live again with its bundle and its store, the way deploy does.
+
+    `champion` moves to it; `previous` to the version it had replaced when that release is still
+    on disk (else the alias is removed); the demoted version is tagged. Raises ValueError when
+    there is nothing to roll back to.
+    """
+    from mlflow.exceptions import MlflowException
+
+    paths = StatePaths.of(cfg)
+    client = tracking.client(paths)
+    name = cfg.train.registered_model
+    try:
+        target = client.get_model_version_by_alias(name, releases.PREVIOUS_ALIAS)
+    except MlflowException:
+        raise ValueError(
+            f"{name} has no {releases.PREVIOUS_ALIAS!r} alias: nothing to roll back to"
+        ) from None
+    release = releases.release_of(paths, target)
+    if release is None or releases.feast_of(release) is None:
+        raise ValueError(
+            f"the release of {name} version {target.version} (alias previous) is no longer on disk "
+            f"under {paths.releases}"
+        )
+    demoted = tracking.champion_version(paths, name)
+    feast_dir = releases.feast_of(release)
+    assert feast_dir is not None
+    model_version = f"{name}/{target.version}"
+    _, reloads = _make_live(cfg, release, model_version, feast_dir)
+    client.set_registered_model_alias(name, tracking.CHAMPION_ALIAS, target.version)
+    before = (target.tags or {}).get(releases.REPLACED_TAG)
+    if before and releases.release_of(paths, client.get_model_version(name, before)) is not None:
+        client.set_registered_model_alias(name, releases.PREVIOUS_ALIAS, before)
+    else:
+        client.delete_registered_model_alias(name, releases.PREVIOUS_ALIAS)
+    if demoted is not None:
+        client.set_model_version_tag(
+            name, demoted.version, "seqrank.rolled_back", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        )
+    log.info("rolled back to %s (%s, store %s)", model_version, release, feast_dir)
+    return {
+        "model_version": model_version,
+        "demoted": None if demoted is None else f"{name}/{demoted.version}",
+        "release": str(release),
+        "feast_dir": str(feast_dir),
+        "previous": f"{name}/{before}" if before else None,
+        "reload": reloads,
+    }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from seqrank.cli import audit, bench, features, pipeline, steps
+from seqrank.cli import audit, bench, features, models, pipeline, steps
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,5 +24,12 @@ def main(log_level: str) -> None:
     setup_logging(log_level.upper())
 
 
-for _command in (*steps.COMMANDS, *pipeline.COMMANDS, features.features, bench.bench, audit.audit):
+for _command in (
+    *steps.COMMANDS,
+    *pipeline.COMMANDS,
+    *models.COMMANDS,
+    features.features,
+    bench.bench,
+    audit.audit,
+):
     main.add_command(_command)

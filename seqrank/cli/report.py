@@ -1,4 +1,4 @@
-"""The closing summary of `seqrank run`: metrics, gate decision, where state lives, how to serve."""
+"""The closing summary of `seqrank run`: a line per step, the gate table, where the report and state are."""
 
 from __future__ import annotations
 
@@ -18,65 +18,113 @@ STEPS = ("ingest", "validate", "features", "validate_features", "train", "gate",
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
-    return str(value)
+    return "—" if value is None else str(value)
+
+
+def _step_lines(cfg: PipelineConfig, steps: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """One (step, what it did) line per step that ran."""
+    lines = []
+    if "ingest" in steps:
+        m = steps["ingest"]
+        lines.append(
+            (
+                "ingest",
+                f"read {m.get('read')}, accepted {m.get('accepted')}, rejected "
+                f"{sum(m.get('rejected', {}).values())}, duplicates {m.get('duplicates')}; examples "
+                f"{m.get('examples')}{' (cached)' if m.get('cached') else ''}",
+            )
+        )
+    if "validate" in steps:
+        v = steps["validate"]
+        drift = f"{len(v['drift'])} drift findings" if v.get("drift") else "no drift"
+        lines.append(
+            ("validate", f"passed ({v.get('seconds')}s), {drift}{' (cached)' if v.get('cached') else ''}")
+        )
+    if "features" in steps:
+        f = steps["features"]
+        store = Path(str(f.get("feast_dir", ""))).name
+        lines.append(
+            ("features", f"staged {store}: {f.get('users')} users ({f.get('seconds', {}).get('total')}s)")
+        )
+    if "validate_features" in steps:
+        lines.append(("validate features", f"passed ({steps['validate_features'].get('seconds')}s)"))
+    if "train" in steps:
+        t = steps["train"]
+        m = t.get("metrics", {})
+        shown = ", ".join(
+            f"{k} {_fmt(m.get(f'test_{k}'))}" for k in ("auc", "gauc", "logloss", "calibration")
+        )
+        lines.append(("train", f"{t.get('model_name', cfg.model.name)} run {t.get('run_id')}: test {shown}"))
+    if "gate" in steps:
+        g = steps["gate"]
+        versus = f"vs champion v{g['champion_version']}" if g.get("champion_version") else "first model"
+        failed = [r["rule"] for r in g.get("rules", []) if r.get("verdict") == "fail"]
+        why = f"failed: {', '.join(failed)}" if failed else "every rule passes"
+        lines.append(("gate", f"{'PROMOTE' if g.get('promote') else 'REJECT'} ({versus}; {why})"))
+    if "deploy" in steps:
+        d = steps["deploy"]
+        reloads = ", ".join(f"{r['url']} {r['status']}" for r in d.get("reload", [])) or "none"
+        lines.append(
+            (
+                "deploy",
+                f"{d.get('model_version')} live with store {Path(str(d.get('feast_dir', ''))).name} "
+                f"(previous {d.get('previous') or '—'}; reload: {reloads})",
+            )
+        )
+    elif "gate" in steps:
+        live = steps.get("live", {}).get("model_version")
+        lines.append(("deploy", f"skipped: live model {live or '(none)'} and its features unchanged"))
+    return lines
+
+
+def gate_table(gate: dict[str, Any]) -> Table:
+    """The gate's rules, both models' numbers and each verdict, as a console table."""
+    champion = f"champion v{gate['champion_version']}" if gate.get("champion_version") else "champion"
+    table = Table(title=f"gate: {'PROMOTE' if gate.get('promote') else 'REJECT'}", title_justify="left")
+    for column, justify in (
+        ("rule", "left"),
+        ("challenger", "right"),
+        (champion, "right"),
+        ("allowed", "left"),
+        ("verdict", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    style = {"pass": "green", "fail": "bold red", "skip": "dim"}
+    for rule in gate.get("rules", []):
+        verdict = rule.get("verdict", "")
+        table.add_row(
+            rule.get("rule", ""),
+            _fmt(rule.get("challenger")),
+            _fmt(rule.get("champion")),
+            rule.get("limit", ""),
+            f"[{style.get(verdict, '')}]{verdict}[/]",
+        )
+    return table
 
 
 def print_run_summary(
     console: Console, cfg: PipelineConfig, steps: dict[str, dict[str, Any]], seconds: float
 ) -> None:
-    """Print what each step of one run reported (`pipelines.local.run_local`'s result)."""
+    """Print one line per step of a run (`pipelines.local.run_local`'s result), the gate table,
+    and where the report, MLflow and the service are."""
     paths = StatePaths.of(cfg)
     run_name = steps.get("train", {}).get("pipeline_run", "")
-    table = Table(title=f"seqrank run {run_name} ({seconds:.0f}s)", show_header=True)
-    table.add_column("step")
-    table.add_column("result")
-    if "ingest" in steps:
-        m = steps["ingest"]
-        cached = " (cached)" if m.get("cached") else ""
-        rejected = sum(m.get("rejected", {}).values())
-        table.add_row(
-            "ingest",
-            f"read {m.get('read')}, accepted {m.get('accepted')}, rejected {rejected}, "
-            f"duplicates {m.get('duplicates')}; examples {m.get('examples')}{cached}",
-        )
-    if "validate" in steps:
-        v = steps["validate"]
-        drift = f"; drift: {'; '.join(v['drift'])}" if v.get("drift") else ""
-        cached = " (cached)" if v.get("cached") else ""
-        table.add_row("validate", f"passed ({v.get('seconds')}s){cached}{drift}")
-    if "features" in steps:
-        f = steps["features"]
-        table.add_row(
-            "features", ", ".join(f"{k} {_fmt(v)}" for k, v in f.items() if not isinstance(v, dict))
-        )
-    if "validate_features" in steps:
-        v = steps["validate_features"]
-        table.add_row("validate features", f"passed ({v.get('seconds')}s)")
-    if "train" in steps:
-        t = steps["train"]
-        metrics = t.get("metrics", {})
-        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k.startswith("test_"))
-        table.add_row("train", f"{t.get('model_name', cfg.model.name)} run {t.get('run_id')}: {shown}")
-    if "gate" in steps:
-        g = steps["gate"]
-        table.add_row("gate", f"{'PROMOTE' if g.get('promote') else 'REJECT'}: {g.get('reason')}")
-    if "deploy" in steps:
-        table.add_row("deploy", f"{steps['deploy'].get('model_version')} -> {steps['deploy'].get('bundle')}")
-    missing = [s for s in STEPS if s not in steps and not (s == "deploy" and "gate" in steps)]
+    console.print(f"[bold]seqrank run {run_name}[/] ({seconds:.0f}s)", soft_wrap=True)
+    for step, line in _step_lines(cfg, steps):
+        console.print(f"  {step:<18} {line}", soft_wrap=True, highlight=False)
+    missing = [s for s in STEPS if s not in steps and s != "deploy"]
     if missing:
-        table.add_row("not run", ", ".join(missing))
-    console.print(table)
-    # soft_wrap: commands must stay on one line to be copied.
+        console.print(f"  {'not run':<18} {', '.join(missing)}")
+    if steps.get("gate", {}).get("rules"):
+        console.print(gate_table(steps["gate"]))
+    # soft_wrap: paths and commands must stay on one line to be copied.
+    if steps.get("report", {}).get("path"):
+        console.print(f"report:     {steps['report']['path']}", soft_wrap=True)
     console.print(f"state dir:  {paths.root}", soft_wrap=True)
-    if steps.get("ingest", {}).get("output"):
-        console.print(f"ingest out: {steps['ingest']['output']}", soft_wrap=True)
     if paths.mlflow_uri.startswith(("http://", "https://")):
         console.print(f"MLflow UI:  {paths.mlflow_uri}", soft_wrap=True)
     else:
         console.print(f"MLflow UI:  mlflow ui --backend-store-uri {paths.mlflow_uri}", soft_wrap=True)
-    for step in ("validate", "validate_features"):
-        if steps.get(step, {}).get("data_docs"):
-            console.print(f"Data Docs:  {steps[step]['data_docs']}", soft_wrap=True)
     if (paths.champion_bundle / "bundle.json").exists():
         ingest_dir = Path(steps["ingest"]["output"]) if "output" in steps.get("ingest", {}) else None
         request = json.dumps(example_request(paths.champion_bundle, ingest_dir))
