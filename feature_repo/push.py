@@ -79,7 +79,8 @@ def _merge(
     return {name: values[order] for name, values in merged.items()}
 
 
-def _stamp(ts_ms: int) -> datetime:
+def ms_to_datetime(ts_ms: int) -> datetime:
+    """The UTC datetime of an epoch-ms time, exact to the millisecond."""
     # Integer arithmetic: a float of epoch seconds would round some milliseconds by a microsecond.
     return datetime.fromtimestamp(ts_ms // 1000, tz=UTC) + timedelta(milliseconds=ts_ms % 1000)
 
@@ -170,5 +171,5 @@ def _row(keys: dict[str, int], merged: dict[str, np.ndarray], ts_name: str) -> d
     return {
         **keys,
         **{name: values.tolist() for name, values in merged.items()},
-        TIMESTAMP_FIELD: _stamp(int(merged[ts_name][-1])),
+        TIMESTAMP_FIELD: ms_to_datetime(int(merged[ts_name][-1])),
     }

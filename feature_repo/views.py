@@ -91,6 +91,22 @@ def view_fields(view: str) -> list[Field]:
     ]
 
 
+# Join keys of each view's entity (or entity pair), as its table holds them.
+JOIN_KEYS: dict[str, tuple[str, ...]] = {
+    USER_BEHAVIOR: ("user",),
+    USER_CATEGORY_BEHAVIOR: ("user", "category"),
+    ITEM_PROFILE: ("item",),
+    USER_PROFILE: ("user",),
+    ITEM_STATS_VIEW: ("item",),
+}
+
+
+def feature_names(view: str) -> list[str]:
+    """The features of view `view` as Feast stores them online: its table's columns but keys and time."""
+    skip = {*JOIN_KEYS[view], TIMESTAMP_FIELD}
+    return [f.name for f in TABLE_SCHEMAS[view] if f.name not in skip]
+
+
 # Model family -> feature views its versioned FeatureService serves. Bump the suffix when the
 # feature list of a family changes, so a deployed model keeps reading the features it was trained
 # on: v1 is the set the first models were trained with, v2 adds the point-in-time item statistics.

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,8 @@ from feature_repo import (
     table_path,
     write_store_config,
 )
+from feature_repo.bulk import open_bulk
+from feature_repo.push import ms_to_datetime
 from feature_repo.push import push_behaviors as push_online
 from feature_repo.store_config import ONLINE_DB_FILE, STORE_YAML
 from seqrank.config import FeastStoreConfig, FeatureConfig
@@ -51,22 +54,35 @@ HISTORICAL_FEATURES: tuple[str, ...] = tuple(
 )
 # Views with many rows (snapshots) per entity -> their entity key; online holds the newest only.
 SNAPSHOT_VIEWS = {ITEM_STATS_VIEW: "item"}
+# Views whose rows belong to a user's activity: an idle user's rows leave them (profiles stay).
+EVICTABLE_VIEWS = frozenset({USER_BEHAVIOR, USER_CATEGORY_BEHAVIOR})
 _SNAPSHOT_PASS_ROWS = 2_000_000  # rows of a snapshot table read at once (~50 bytes each)
 _ROW = "__seqrank_row"  # example position, carried through Feast joins that reorder and drop rows
 # Materialization windows are [start, end); end one tick past the newest row so it is inside.
 _ONE_MS = timedelta(milliseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Called after every chunk with the stage ("table <view>" or "online <view>") and the rows it held.
 ChunkHook = Callable[[str, int], None]
 
 
+# Called with a view and each batch of its table as it is built (the online sync of the sequences).
+TableHook = Callable[[str, pa.RecordBatch], None]
+
+
 def build_tables(
-    ingest_dir: Path, data_dir: Path, cfg: FeatureConfig, on_chunk: ChunkHook | None = None
+    ingest_dir: Path,
+    data_dir: Path,
+    cfg: FeatureConfig,
+    on_chunk: ChunkHook | None = None,
+    on_table: TableHook | None = None,
 ) -> dict[str, int]:
     """Write one Parquet table per feature view into `data_dir` (all or nothing); return row counts.
 
-    Input is read `cfg.materialize_chunk_users` rows at a time and every chunk's output is written
-    before the next is read. A view whose optional source (item_stats/) the ingest output lacks
-    gets an empty table, so the repo and its services stay the same and reads of it return nothing.
+    Input is read `cfg.materialize_chunk_users` rows at a time, once per ingest output (both
+    sequence views come from one read of behaviors/), and every chunk's output is written before
+    the next is read; `on_table(view, batch)` sees each output batch. A view whose optional source
+    (item_stats/) the ingest output lacks gets an empty table, so the repo and its services stay the
+    same and reads of it return nothing.
     """
     ingest_dir = Path(ingest_dir)
     transforms = {
@@ -76,25 +92,38 @@ def build_tables(
         USER_PROFILE: tables.user_profile,
         ITEM_STATS_VIEW: tables.item_stats,
     }
-    rows: dict[str, int] = {}
-    with atomic_dir(data_dir) as tmp:
-        for view in VIEWS:
-            source, schema = tables.SOURCES[view]
-            rows[view] = 0
-            skip = view in tables.OPTIONAL_SOURCES and not (ingest_dir / source).exists()
-            if skip:
-                log.warning("%s: no %s/ in %s; the view stays empty", view, source, ingest_dir)
+    by_source: dict[str, list[str]] = {}
+    for view in VIEWS:
+        by_source.setdefault(tables.SOURCES[view][0], []).append(view)
+    rows: dict[str, int] = dict.fromkeys(VIEWS, 0)
+    with atomic_dir(data_dir) as tmp, contextlib.ExitStack() as files:
+        for source, views in by_source.items():
+            schema = tables.SOURCES[views[0]][1]
             # Streamed batch by batch, so memory holds one chunk of users however large the input.
-            with pq.ParquetWriter(table_path(tmp, view), TABLE_SCHEMAS[view]) as writer:
-                if skip:
-                    continue
-                for batch in tables.scan(ingest_dir / source, schema, cfg.materialize_chunk_users):
+            writers = {
+                view: files.enter_context(_table_writer(table_path(tmp, view), view)) for view in views
+            }
+            if source in tables.OPTIONAL_SOURCE_DIRS and not (ingest_dir / source).exists():
+                log.warning("%s: no %s/ in %s; the views stay empty", views, source, ingest_dir)
+                continue
+            for batch in tables.scan(ingest_dir / source, schema, cfg.materialize_chunk_users):
+                for view in views:
                     out = transforms[view](batch)
-                    writer.write_batch(out)
+                    writers[view].write_batch(out)
                     rows[view] += out.num_rows
+                    if on_table is not None:
+                        on_table(view, out)
                     if on_chunk is not None:
                         on_chunk(f"table {view}", out.num_rows)
     return rows
+
+
+def _table_writer(path: Path, view: str) -> pq.ParquetWriter:
+    schema = TABLE_SCHEMAS[view]
+    # Dictionary encoding of sequence values (timestamps are nearly all distinct) cost a third of
+    # the table write and saved little after compression; scalars keep it.
+    scalars = [f.name for f in schema if not pa.types.is_list(f.type)]
+    return pq.ParquetWriter(path, schema, use_dictionary=scalars)
 
 
 def _latest_per_entity(path: Path, key: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
@@ -128,33 +157,43 @@ def _latest_per_entity(path: Path, key: str, chunk_rows: int) -> Iterator[pa.Rec
         yield from ordered.take(first_of_key).to_batches(max_chunksize=chunk_rows)
 
 
-def _write_online(
-    store: FeatureStore, view: str, path: Path, chunk_rows: int, on_chunk: ChunkHook | None = None
-) -> tuple[datetime, datetime] | None:
-    """Write table `path` to the online store through Feast, in bounded record batches.
+def _newest_behavior(ingest_dir: Path, chunk_rows: int) -> int | None:
+    """The newest behavior time (epoch ms) in the ingest output's behaviors/, None when it has none."""
+    newest: int | None = None
+    for file in tables.parquet_files(Path(ingest_dir) / "behaviors"):
+        for batch in tables.iter_batches(file, chunk_rows, columns=["ts"]):
+            top = pc.max(batch.column("ts").flatten()).as_py()
+            if top is not None:
+                newest = top if newest is None else max(newest, top)
+    return newest
 
-    Returns the event-time range written (None for an empty table).
+
+def _idle_rows(view: str, batch: pa.RecordBatch, cutoff: datetime) -> np.ndarray:
+    """(R,) mask of the rows of a sequence-view batch whose user's last behavior is before `cutoff`.
+
+    A user's last behavior is the newest stamp over their rows: their one user_behavior row, or
+    their (user, category) rows, which together hold all of the user's latest behaviors.
     """
-    # Feast's materialize() loads its whole time window into memory; writing bounded record
-    # batches through the provider's online write keeps memory at one batch for any table size.
-    fv = store.get_feature_view(view)
-    first: datetime | None = None
-    last: datetime | None = None
-    if view in SNAPSHOT_VIEWS:
-        batches = online.bounded(_latest_per_entity(path, SNAPSHOT_VIEWS[view], chunk_rows))
-    else:
-        batches = online.read_bounded(path, chunk_rows)
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        online.write(store, fv, batch)
-        log.debug("%s: wrote %d rows online", view, batch.num_rows)
-        if on_chunk is not None:
-            on_chunk(f"online {view}", batch.num_rows)
+    stamps = batch.column(TIMESTAMP_FIELD)
+    if view == USER_BEHAVIOR:
+        return pc.less(stamps, pa.scalar(cutoff, type=stamps.type)).to_numpy(zero_copy_only=False)
+    users = batch.column("user").to_numpy()  # rows ordered by user (tables.user_category_behavior)
+    first = np.flatnonzero(np.concatenate(([True], users[1:] != users[:-1])))
+    last = np.maximum.reduceat(stamps.cast(pa.int64()).to_numpy(), first)  # (users,) in µs
+    cutoff_us = (cutoff - _EPOCH) // timedelta(microseconds=1)
+    return np.repeat(last < cutoff_us, np.diff(np.append(first, len(users))))
+
+
+class _Window:
+    """The event-time range of the batches a view's online sync saw."""
+
+    def __init__(self) -> None:
+        self.range: tuple[datetime, datetime] | None = None
+
+    def see(self, batch: pa.RecordBatch) -> None:
         lo, hi = (v.as_py() for v in pc.min_max(batch.column(TIMESTAMP_FIELD)).values())
-        first = lo if first is None else min(first, lo)
-        last = hi if last is None else max(last, hi)
-    return None if first is None or last is None else (first, last)
+        if lo is not None:
+            self.range = (lo, hi) if self.range is None else (min(lo, self.range[0]), max(hi, self.range[1]))
 
 
 def run(
@@ -164,45 +203,80 @@ def run(
     on_chunk: ChunkHook | None = None,
     store_cfg: FeastStoreConfig | None = None,
 ) -> dict[str, Any]:
-    """Build feature tables into `feast_dir/data/`, apply the Feast repo, and fill the online store.
+    """Apply the Feast repo, build feature tables into `feast_dir/data/`, and sync the online store.
 
-    Both passes stream: ingest outputs and feature tables are read in record batches of at most
-    `cfg.materialize_chunk_users` rows (online writes also at most ~16 MiB), and each batch is
-    written and dropped before the next is read, so memory stays flat however many users there are.
-    `on_chunk(stage, rows)` is called after every batch (progress, or memory sampling in benchmarks).
+    Everything streams: ingest outputs are read in record batches of at most
+    `cfg.materialize_chunk_users` rows, each batch's sequence rows go to their table and straight
+    to the online store (at most ~16 MiB per write), and are dropped before the next batch is read,
+    so memory stays flat however many users there are. Profiles and item statistics are synced
+    from their tables after. `on_chunk(stage, rows)` is called after every batch.
 
-    Returns a summary: users with a sequence, rows per feature table, seconds per stage and per
-    view's online write.
+    The online store is synced, not refilled: where it records what it holds (any store a run wrote
+    before, a staged copy of a live one included), only rows whose content changed are written and
+    rows the tables no longer have are deleted, so it ends equal to a full rebuild. Users idle longer
+    than `cfg.idle_ttl_days` before the newest behavior are left out of (evicted from) the sequence
+    views. The feature tables are replaced all or nothing; a run that fails midway leaves online
+    rows each whole and recorded, which the next run brings up to date.
+
+    Returns a summary: users with a sequence, rows per feature table, per view what the sync wrote,
+    kept and deleted, users written, idle and evicted, and seconds per stage and per view.
     """
     from feast import FeatureStore
 
     started = time.perf_counter()
     feast_dir = Path(feast_dir).resolve()
     data_dir = feast_dir / DATA_DIR
-    rows = build_tables(Path(ingest_dir), data_dir, cfg, on_chunk)
-    built = time.perf_counter()
-
     store_cfg = store_cfg or FeastStoreConfig()
     write_store_config(feast_dir, cfg.project, store_cfg)
-    store = FeatureStore(repo_path=str(feast_dir))
-    objects = definitions(data_dir, cfg)
-    store.apply(objects)
     if store_cfg.online_store == "sqlite":
-        online.use_wal(feast_dir / ONLINE_DB_FILE)
+        online.create_sqlite(feast_dir / ONLINE_DB_FILE)
+    store = FeatureStore(repo_path=str(feast_dir))
+    # Applied before the tables exist: sources only name their files, which the build below writes.
+    store.apply(definitions(data_dir, cfg))
     applied = time.perf_counter()
 
-    online_seconds: dict[str, float] = {}
+    cutoff: datetime | None = None
+    newest = _newest_behavior(Path(ingest_dir), cfg.materialize_chunk_users) if cfg.idle_ttl_days else None
+    if newest is not None:
+        cutoff = ms_to_datetime(newest) - timedelta(days=cfg.idle_ttl_days)
+    bulk = open_bulk(store)
+    syncs = {view: online.Sync(bulk, view, bulk.held_count(view) > 0) for view in VIEWS}
+    windows = {view: _Window() for view in VIEWS}
+    seconds: dict[str, float] = dict.fromkeys(VIEWS, 0.0)
+
+    def sequence_rows(view: str, batch: pa.RecordBatch) -> None:
+        if view not in EVICTABLE_VIEWS:
+            return
+        view_started = time.perf_counter()
+        drop = None if cutoff is None else _idle_rows(view, batch, cutoff)
+        windows[view].see(batch)
+        for start, part in online.slices(batch):
+            syncs[view].add(part, None if drop is None else drop[start : start + part.num_rows])
+            if on_chunk is not None:
+                on_chunk(f"online {view}", part.num_rows)
+        seconds[view] += time.perf_counter() - view_started
+
+    rows = build_tables(Path(ingest_dir), data_dir, cfg, on_chunk, on_table=sequence_rows)
+    built = time.perf_counter()
+    sequence_s = sum(seconds[view] for view in EVICTABLE_VIEWS)
+
+    synced: dict[str, dict[str, int]] = {}
     for view in VIEWS:
         view_started = time.perf_counter()
-        path = table_path(data_dir, view)
-        window = _write_online(store, view, path, cfg.materialize_chunk_users, on_chunk)
+        if view not in EVICTABLE_VIEWS:
+            _sync_table(
+                syncs[view], table_path(data_dir, view), cfg.materialize_chunk_users, windows[view], on_chunk
+            )
+        synced[view] = syncs[view].finish().summary()
+        window = windows[view].range
         if window is not None:
             # Recorded like a materialize() run, so `feast feature-views list` and incremental
             # materialization know what the online store holds.
             fv = store.get_feature_view(view)
             store.registry.apply_materialization(fv, store.project, window[0], window[1] + _ONE_MS)
-        online_seconds[view] = round(time.perf_counter() - view_started, 3)
-        log.info("materialized %s: %d rows in %.1f s", view, rows[view], online_seconds[view])
+        seconds[view] = round(seconds[view] + time.perf_counter() - view_started, 3)
+        log.info("online %s: %s in %.1f s", view, synced[view], seconds[view])
+    bulk.flush()
     done = time.perf_counter()
 
     summary = {
@@ -211,16 +285,44 @@ def run(
         "feast_dir": str(feast_dir),
         "project": cfg.project,
         "online_store": store_cfg.online_store,
+        "online": synced,
+        "written_users": synced[USER_BEHAVIOR]["written"],
+        "idle_users": synced[USER_BEHAVIOR]["dropped"],
+        "evicted_users": synced[USER_BEHAVIOR]["evicted"],
+        "idle_cutoff": None if cutoff is None else cutoff.isoformat(),
         "seconds": {
-            "tables": round(built - started, 3),
-            "apply": round(applied - built, 3),
-            "materialize": round(done - applied, 3),
+            "apply": round(applied - started, 3),
+            # Sequence rows go online as their tables are built: that time counts as materialize.
+            "tables": round(built - applied - sequence_s, 3),
+            "materialize": round(sum(seconds.values()), 3),
             "total": round(done - started, 3),
         },
-        "online_seconds": online_seconds,
+        "online_seconds": seconds,
     }
-    log.info("features: %d users with sequences, %.1f s", summary["users"], done - started)
+    log.info(
+        "features: %d users with sequences, %d written online, %d evicted, %.1f s",
+        summary["users"],
+        summary["written_users"],
+        summary["evicted_users"],
+        done - started,
+    )
     return summary
+
+
+def _sync_table(
+    syncer: online.Sync, path: Path, chunk_rows: int, window: _Window, on_chunk: ChunkHook | None
+) -> None:
+    """Feed table `path` to `syncer` in bounded record batches (snapshot views: newest per entity)."""
+    view = syncer.view
+    if view in SNAPSHOT_VIEWS:
+        batches = online.bounded(_latest_per_entity(path, SNAPSHOT_VIEWS[view], chunk_rows))
+    else:
+        batches = online.read_bounded(path, chunk_rows)
+    for batch in batches:
+        window.see(batch)
+        syncer.add(batch)
+        if on_chunk is not None:
+            on_chunk(f"online {view}", batch.num_rows)
 
 
 def push_behaviors(feast_dir: Path, events: Iterable[Behavior | tuple[int, int, int, int]]) -> dict[str, int]:

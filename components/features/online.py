@@ -1,12 +1,11 @@
-"""Write feature-table record batches into a Feast online store through the provider's own write path.
+"""Sync feature-table record batches into a Feast online store: write changed rows, drop stale ones.
 
-Feast's `write_to_online_store` goes DataFrame -> Arrow -> one Python object per array element ->
-a type check per element -> protobuf. For 1,000-event sequences that conversion is ~80% of a
-write. Here each column is turned into `Value` protos straight from its Arrow buffers (list
-columns through a vectorized varint encoding), then handed to the provider's `online_write_batch`,
-the same call Feast's ingestion and `materialize()` end in, so keys, encoding and store are Feast's.
+Rows are serialized straight from Arrow (feature_repo.encoding) and written in bulk in Feast's own
+layout (feature_repo.bulk), so Feast's API and CLI read them. When the store already records what
+it holds, only rows whose content digest differs are written, and held rows the input no longer
+has (users gone, or idle past the TTL) are deleted: after a sync the view equals a full rebuild.
 
-Notation: R rows in a batch, N values of a list column over all rows.
+Notation: R rows in a batch.
 """
 
 from __future__ import annotations
@@ -15,160 +14,33 @@ import contextlib
 import gc
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.features import tables
-from feature_repo import TIMESTAMP_FIELD
+from feature_repo.bulk import Bulk
+from feature_repo.encoding import batch_rows, value_bytes
 
-if TYPE_CHECKING:
-    from feast import FeatureStore, FeatureView
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
-
-# Arrow bytes per online write call. Python objects and protobufs of a write take ~5x the Arrow
-# size, so 16 MiB (~700 users of 1,000-event sequences) keeps one write under ~100 MiB.
+# Arrow bytes per online write call. Serialized values, keys and statement tuples of a write take
+# a few times the Arrow size, so 16 MiB (~700 users of 1,000-event sequences) stays under ~100 MiB.
 WRITE_BYTES = 16 * 2**20
-
-# What a provider's online_write_batch takes per row: key, features, event time, created time.
-OnlineRow: TypeAlias = "tuple[EntityKey, dict[str, Value], datetime, datetime | None]"
-
-
-def _scalar(field: str) -> Callable[[pa.Array], list[Any]]:
-    def convert(column: pa.Array) -> list[Any]:
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        # A null becomes an empty Value, as Feast's own conversion writes it (reads give None).
-        return [Value() if v is None else Value(**{field: v}) for v in column.to_pylist()]
-
-    return convert
-
-
-def _varint(n: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative Python int (a length prefix)."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def varints(values: np.ndarray) -> tuple[bytes, np.ndarray]:
-    """Protobuf varint encoding of N int64 `values`, vectorized: the bytes and (N + 1,) byte offsets.
-
-    A negative value is encoded as its two's-complement uint64, in 10 bytes, as protobuf does.
-    """
-    v = values.astype(np.int64).view(np.uint64)  # (N,)
-    top = int(v.max()) if len(v) else 0
-    width = 1  # bytes of the largest value
-    while width < 10 and top >= 1 << (7 * width):
-        width += 1
-    sizes = np.ones(len(v), dtype=np.int64)  # bytes per value: 1 + 7-bit groups above the first
-    for k in range(1, width):
-        sizes += v >= np.uint64(1 << (7 * k))
-    offsets = np.zeros(len(v) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    starts = offsets[:-1]
-    smallest = int(sizes.min()) if len(v) else 0
-    out = np.empty(int(offsets[-1]), dtype=np.uint8)
-    for k in range(width):
-        # Byte k of every value that has one; the high bit says more bytes follow.
-        if k < smallest:  # every value has byte k: no subsetting
-            group = ((v >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
-            out[starts + k] = group | ((sizes > k + 1).astype(np.uint8) << 7)
-        else:
-            has = np.flatnonzero(sizes > k)
-            group = ((v[has] >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
-            out[starts[has] + k] = group | ((sizes[has] > k + 1).astype(np.uint8) << 7)
-    return out.tobytes(), offsets
-
-
-# Wire tags: Value.int64_list_val is field 14 and Int64List.val field 1, both length-delimited.
-_INT64_LIST_VAL_TAG = bytes([14 << 3 | 2])
-_VAL_TAG = bytes([1 << 3 | 2])
-
-
-def _int64_lists(column: pa.Array) -> list[Any]:
-    """One `Value(int64_list_val=...)` per row of a list<int64> column of R rows (N values).
-
-    Building `Int64List(val=[...])` from Python ints costs ~150 ns per element (most of a write
-    of 1,000-event sequences); instead every row's packed field is encoded at once with numpy and
-    each `Value` parsed from its bytes, which protobuf's C parser does at memory speed.
-    """
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    offsets = column.offsets.to_numpy()  # (R + 1,), may start above 0 in a sliced batch
-    values = column.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]  # (N,)
-    packed, byte_offsets = varints(values)
-    bounds = byte_offsets[offsets - offsets[0]].tolist()  # (R + 1,) byte range of every row
-    valid = column.is_valid().to_numpy(zero_copy_only=False)
-    out = []
-    for i in range(len(column)):
-        if not valid[i]:
-            out.append(Value())  # a null row, as Feast writes it
-            continue
-        body = packed[bounds[i] : bounds[i + 1]]
-        inner = _VAL_TAG + _varint(len(body)) + body if body else b""  # an empty list has no field
-        out.append(Value.FromString(_INT64_LIST_VAL_TAG + _varint(len(inner)) + inner))
-    return out
-
-
-# Arrow type of a table column -> converter to Feast `Value` protos, matching the Feast types of
-# feature_repo.views._FEAST_TYPES (Int64 -> int64_val, Float64 -> double_val, ...).
-_CONVERTERS: dict[pa.DataType, Callable[[pa.Array], list[Any]]] = {
-    pa.int64(): _scalar("int64_val"),
-    pa.int32(): _scalar("int32_val"),
-    pa.float64(): _scalar("double_val"),
-    pa.float32(): _scalar("float_val"),
-    pa.string(): _scalar("string_val"),
-    pa.list_(pa.int64()): _int64_lists,
-}
 
 
 def to_values(column: pa.Array) -> list[Any]:
     """Feast `Value` protos, one per row, for an Arrow column of a feature table."""
-    dtype = column.type
-    if pa.types.is_list(dtype):  # the list's field name (item, element) is not part of the type here
-        dtype = pa.list_(dtype.value_type)
-    try:
-        convert = _CONVERTERS[dtype]
-    except KeyError:
-        raise TypeError(f"no online conversion for Arrow type {column.type}; add it to _CONVERTERS") from None
-    return convert(column)
+    from feast.protos.feast.types.Value_pb2 import Value
 
-
-def online_rows(batch: pa.RecordBatch, view: FeatureView) -> list[OnlineRow]:
-    """The (entity key, features, event time, created time) tuples Feast writes for `batch`.
-
-    Args:
-        batch: R rows of the view's feature table: its join keys, every feature, `event_timestamp`.
-        view: the applied Feast feature view.
-
-    Returns:
-        R tuples in row order, as Feast's `_convert_arrow_to_proto` builds them.
-    """
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-
-    keys = [entity.name for entity in view.entity_columns]
-    key_values = [to_values(batch.column(name)) for name in keys]
-    features = {f.name: to_values(batch.column(f.name)) for f in view.features}
-    stamps = batch.column(TIMESTAMP_FIELD).to_pylist()  # tz-aware UTC datetimes
-    rows: list[OnlineRow] = []
-    for i in range(batch.num_rows):
-        key = EntityKey(join_keys=keys, entity_values=[values[i] for values in key_values])
-        rows.append((key, {name: values[i] for name, values in features.items()}, stamps[i], None))
-    return rows
+    return [Value.FromString(b) for b in value_bytes(column)]
 
 
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
-    # A write allocates hundreds of thousands of short-lived, acyclic protos and tuples; each
+    # A write allocates hundreds of thousands of short-lived, acyclic bytes and tuples; each
     # allocation burst triggers cyclic-GC passes over a heap that holds all of Feast and pandas,
     # up to 3x the write time of (user, category) rows when profiled. Reference counting frees them.
     enabled = gc.isenabled()
@@ -180,21 +52,131 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def write(store: FeatureStore, view: FeatureView, batch: pa.RecordBatch) -> None:
+def write(bulk: Bulk, view: str, batch: pa.RecordBatch) -> None:
     """Write one record batch of `view`'s table to the online store (upserts, last write wins)."""
     if batch.num_rows:
         with _gc_paused():
-            rows = online_rows(batch, view)
-            store.provider.online_write_batch(store.config, view, rows, progress=None)
+            bulk.write(view, batch_rows(view, batch))
+
+
+@dataclass
+class SyncCounts:
+    """What a sync of one view did: rows written, rows already held as they are, rows deleted
+    (of them `evicted`: rows the `drop` mask removed from the input), and input rows dropped."""
+
+    written: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    evicted: int = 0
+    dropped: int = 0
+    seen: list[np.ndarray] = field(default_factory=list, repr=False)
+    gone: list[np.ndarray] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "written": self.written,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "evicted": self.evicted,
+            "dropped": self.dropped,
+        }
+
+
+def _hashes(keys: Iterable[bytes]) -> np.ndarray:
+    # Keys seen in this run, as 64-bit hashes: 8 bytes per (user, category) row instead of a set of
+    # ~100-byte bytes objects; hash() of bytes is stable within the process, collisions ~R²/2⁶⁴.
+    return np.fromiter((hash(k) for k in keys), dtype=np.int64)
+
+
+class Sync:
+    """Brings `view` in the online store to exactly the rows given to `add`, once `finish` runs.
+
+    With `incremental` (the store records what it holds for the view) digests are compared and
+    only changed rows written, and `finish` deletes held rows no batch had. Otherwise every row
+    is written and nothing is read back (a new store).
+    """
+
+    def __init__(self, bulk: Bulk, view: str, incremental: bool) -> None:
+        self.bulk, self.view, self.incremental = bulk, view, incremental
+        self.counts = SyncCounts()
+
+    def add(self, batch: pa.RecordBatch, drop: np.ndarray | None = None) -> None:
+        """Sync one record batch of the view's table; rows where `drop` (R,) is set are left out
+        (and deleted by `finish` when held: an idle user's rows)."""
+        counts = self.counts
+        if drop is not None and drop.any():
+            counts.dropped += int(drop.sum())
+            if self.incremental:
+                counts.gone.append(_hashes(batch_rows(self.view, batch.filter(pa.array(drop))).keys))
+            batch = batch.filter(pa.array(~drop))
+        if batch.num_rows == 0:
+            return
+        with _gc_paused():
+            rows = batch_rows(self.view, batch)
+            if self.incremental:
+                counts.seen.append(_hashes(rows.keys))
+                held = self.bulk.held(self.view, rows.keys)
+                changed = [r for r, (h, d) in enumerate(zip(held, rows.digests, strict=True)) if h != d]
+                counts.unchanged += len(rows) - len(changed)
+                rows = rows.take(changed) if len(changed) < len(rows) else rows
+            self.bulk.write(self.view, rows)
+        counts.written += len(rows)
+
+    def finish(self) -> SyncCounts:
+        if self.incremental:
+            _sweep(self.bulk, self.view, self.counts)
+        return self.counts
+
+
+def sync(
+    bulk: Bulk,
+    view: str,
+    batches: Iterable[pa.RecordBatch],
+    incremental: bool,
+    on_batch: Callable[[int], None] | None = None,
+) -> SyncCounts:
+    """`Sync` of `view` over the record batches of its whole table; `on_batch(rows)` after each."""
+    syncer = Sync(bulk, view, incremental)
+    for batch in batches:
+        syncer.add(batch)
+        if on_batch is not None:
+            on_batch(batch.num_rows)
+    return syncer.finish()
+
+
+def _sweep(bulk: Bulk, view: str, counts: SyncCounts) -> None:
+    """Delete held rows of `view` the input did not have; those it dropped count as evicted."""
+    seen = np.unique(np.concatenate(counts.seen)) if counts.seen else np.empty(0, np.int64)
+    gone = np.unique(np.concatenate(counts.gone)) if counts.gone else np.empty(0, np.int64)
+    for page in bulk.held_keys(view):
+        hashes = _hashes(page)
+        stale = ~_member(hashes, seen)
+        if stale.any():
+            bulk.delete(view, [k for k, s in zip(page, stale.tolist(), strict=True) if s])
+            counts.deleted += int(stale.sum())
+            counts.evicted += int((stale & _member(hashes, gone)).sum())
+
+
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    if not len(sorted_set):
+        return np.zeros(len(values), dtype=bool)
+    at = np.clip(np.searchsorted(sorted_set, values), 0, len(sorted_set) - 1)
+    return sorted_set[at] == values
+
+
+def slices(batch: pa.RecordBatch, max_bytes: int = WRITE_BYTES) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """Zero-copy slices of `batch` of at most ~`max_bytes` Arrow bytes each, with their first row."""
+    row_bytes = max(1, batch.nbytes // max(1, batch.num_rows))
+    rows = max(1, max_bytes // row_bytes)
+    for start in range(0, batch.num_rows, rows):
+        yield start, batch.slice(start, rows)
 
 
 def bounded(batches: Iterable[pa.RecordBatch], max_bytes: int = WRITE_BYTES) -> Iterator[pa.RecordBatch]:
     """`batches` cut into zero-copy slices of at most ~`max_bytes` Arrow bytes each."""
     for batch in batches:
-        row_bytes = max(1, batch.nbytes // max(1, batch.num_rows))
-        rows = max(1, max_bytes // row_bytes)
-        for start in range(0, batch.num_rows, rows):
-            yield batch.slice(start, rows)
+        for _, part in slices(batch, max_bytes):
+            yield part
 
 
 def read_bounded(path: Any, max_rows: int, max_bytes: int = WRITE_BYTES) -> Iterator[pa.RecordBatch]:
@@ -212,15 +194,25 @@ def read_bounded(path: Any, max_rows: int, max_bytes: int = WRITE_BYTES) -> Iter
     yield from bounded(tables.iter_batches(path, rows), max_bytes)
 
 
-def use_wal(db_path: Path) -> None:
-    """Switch the SQLite online store at `db_path` to write-ahead logging (kept in the file).
+# Page size of a new SQLite online store. 1,000-event sequences serialize to 3-6 KB per value,
+# which on 4 KiB pages spill into overflow chains; on 16 KiB pages they fit their leaf and bulk
+# writes of (user, category) rows ran ~1.6x faster. Fixed when the file is created.
+SQLITE_PAGE_BYTES = 16_384
+
+
+def create_sqlite(db_path: Path) -> None:
+    """Prepare the SQLite online store file at `db_path` before Feast opens it: a new file gets
+    SQLITE_PAGE_BYTES pages; every file journals with write-ahead logging (kept in the file).
 
     With the default rollback journal every bulk write copies each page it touches to the journal
     first; (user, category) keys land on random pages of a table that grows to GBs, so the write
     slowed with every chunk (0.19 -> 0.33 ms per row over 200k rows). WAL appends changed pages
     instead: 1.7x faster on the same rows, and readers no longer block on a writer.
     """
+    db_path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        if not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+            conn.execute(f"PRAGMA page_size={SQLITE_PAGE_BYTES}")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if mode != "wal":
         raise RuntimeError(f"{db_path}: SQLite refused WAL journaling (journal_mode={mode})")

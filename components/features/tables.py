@@ -181,3 +181,4 @@ SOURCES: dict[str, tuple[str, pa.Schema]] = {
 }
 # Tables whose ingest output may be absent (older ingest runs): their view is applied but empty.
 OPTIONAL_SOURCES = frozenset({ITEM_STATS_VIEW})
+OPTIONAL_SOURCE_DIRS = frozenset(SOURCES[view][0] for view in OPTIONAL_SOURCES)

@@ -1,0 +1,151 @@
+"""Serialized Feast `Value` protos straight from Arrow columns, and feature-table batches as bulk rows.
+
+Feast's own path goes Arrow -> one Python object per array element -> a type check per element ->
+protobuf: for 1,000-event sequences ~80% of a write. Here list columns are encoded with a
+vectorized varint encoding into the proto wire format directly; scalars (profile tables, a few
+values per row) go through the proto class.
+
+Notation: R rows in a batch, N values of a list column over all rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from feature_repo.bulk import Rows, digests, entity_keys
+from feature_repo.views import JOIN_KEYS, TIMESTAMP_FIELD, feature_names
+
+
+def _varint(n: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative Python int (a length prefix)."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def varints(values: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """Protobuf varint encoding of N int64 `values`, vectorized: the bytes and (N + 1,) byte offsets.
+
+    A negative value is encoded as its two's-complement uint64, in 10 bytes, as protobuf does.
+    """
+    v = values.astype(np.int64).view(np.uint64)  # (N,)
+    top = int(v.max()) if len(v) else 0
+    width = 1  # bytes of the largest value
+    while width < 10 and top >= 1 << (7 * width):
+        width += 1
+    sizes = np.ones(len(v), dtype=np.int64)  # bytes per value: 1 + 7-bit groups above the first
+    for k in range(1, width):
+        sizes += v >= np.uint64(1 << (7 * k))
+    offsets = np.zeros(len(v) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    starts = offsets[:-1]
+    smallest = int(sizes.min()) if len(v) else 0
+    out = np.empty(int(offsets[-1]), dtype=np.uint8)
+    for k in range(width):
+        # Byte k of every value that has one; the high bit says more bytes follow.
+        if k < smallest:  # every value has byte k: no subsetting
+            group = ((v >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
+            out[starts + k] = group | ((sizes > k + 1).astype(np.uint8) << 7)
+        else:
+            has = np.flatnonzero(sizes > k)
+            group = ((v[has] >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
+            out[starts[has] + k] = group | ((sizes[has] > k + 1).astype(np.uint8) << 7)
+    return out.tobytes(), offsets
+
+
+# Wire tags: Value.int64_list_val is field 14 and Int64List.val field 1, both length-delimited.
+_INT64_LIST_VAL_TAG = bytes([14 << 3 | 2])
+_VAL_TAG = bytes([1 << 3 | 2])
+
+
+def int64_list(values: np.ndarray) -> bytes:
+    """The serialized `Value(int64_list_val=Int64List(val=values))` of one int64 array."""
+    body, _ = varints(np.asarray(values, dtype=np.int64))
+    inner = _VAL_TAG + _varint(len(body)) + body if body else b""  # an empty list has no field
+    return _INT64_LIST_VAL_TAG + _varint(len(inner)) + inner
+
+
+def _int64_lists(column: pa.Array) -> list[bytes]:
+    """One serialized `Value(int64_list_val=...)` per row of a list<int64> column of R rows (N values).
+
+    Building `Int64List(val=[...])` from Python ints costs ~150 ns per element (most of a write of
+    1,000-event sequences); every row's packed field is encoded at once with numpy instead.
+    """
+    offsets = column.offsets.to_numpy()  # (R + 1,), may start above 0 in a sliced batch
+    values = column.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]  # (N,)
+    packed, byte_offsets = varints(values)
+    bounds = byte_offsets[offsets - offsets[0]].tolist()  # (R + 1,) byte range of every row
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    out = []
+    for i in range(len(column)):
+        if not valid[i]:
+            out.append(b"")  # a null row: an empty Value, as Feast writes it
+            continue
+        body = packed[bounds[i] : bounds[i + 1]]
+        inner = _VAL_TAG + _varint(len(body)) + body if body else b""
+        out.append(_INT64_LIST_VAL_TAG + _varint(len(inner)) + inner)
+    return out
+
+
+def _scalar(field: str) -> Callable[[pa.Array], list[bytes]]:
+    def convert(column: pa.Array) -> list[bytes]:
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        # A null becomes an empty Value, as Feast's own conversion writes it (reads give None).
+        return [b"" if v is None else Value(**{field: v}).SerializeToString() for v in column.to_pylist()]
+
+    return convert
+
+
+# Arrow type of a table column -> encoder of serialized `Value` protos, matching the Feast types of
+# feature_repo.views._FEAST_TYPES (Int64 -> int64_val, Float64 -> double_val, ...).
+_ENCODERS: dict[pa.DataType, Callable[[pa.Array], list[bytes]]] = {
+    pa.int64(): _scalar("int64_val"),
+    pa.int32(): _scalar("int32_val"),
+    pa.float64(): _scalar("double_val"),
+    pa.float32(): _scalar("float_val"),
+    pa.string(): _scalar("string_val"),
+    pa.list_(pa.int64()): _int64_lists,
+}
+
+
+def value_bytes(column: pa.Array) -> list[bytes]:
+    """Serialized Feast `Value` protos, one per row, for an Arrow column of a feature table."""
+    dtype = column.type
+    if pa.types.is_list(dtype):  # the list's field name (item, element) is not part of the type here
+        dtype = pa.list_(dtype.value_type)
+    try:
+        encode = _ENCODERS[dtype]
+    except KeyError:
+        raise TypeError(f"no online conversion for Arrow type {column.type}; add it to _ENCODERS") from None
+    return encode(column)
+
+
+def value_texts(column: pa.Array, encoded: list[bytes]) -> list[str | None]:
+    """What Feast's SQLite store writes to `value_text`: a scalar as `str`, lists and nulls None."""
+    if pa.types.is_list(column.type):
+        return [None] * len(column)
+    from feast.infra.online_stores.helpers import extract_text_and_num
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return [extract_text_and_num(Value.FromString(b), False)[0] for b in encoded]
+
+
+def batch_rows(view: str, batch: pa.RecordBatch) -> Rows:
+    """R rows of `view`'s feature table as a bulk write takes them: keys, values, texts, times, digests."""
+    keys = entity_keys(JOIN_KEYS[view], [batch.column(k).to_numpy() for k in JOIN_KEYS[view]])
+    values: dict[str, list[bytes]] = {}
+    texts: dict[str, list[str | None]] = {}
+    for name in feature_names(view):
+        column = batch.column(name)
+        values[name] = value_bytes(column)
+        texts[name] = value_texts(column, values[name])
+    stamps = batch.column(TIMESTAMP_FIELD).cast(pa.timestamp("us", tz="UTC"))
+    stamps_us = stamps.cast(pa.int64()).to_numpy()
+    return Rows(keys, values, texts, stamps_us, digests(values, stamps_us))
