@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from feature_repo.store_config import ONLINE_DB_FILE
 from seqrank.config import PipelineConfig
 from seqrank.paths import StatePaths
 
@@ -95,7 +96,7 @@ def _copy_store(src: Path, dst: Path) -> None:
             continue
         if entry.is_dir():
             shutil.copytree(entry, dst / entry.name, copy_function=_link_or_copy)
-        elif entry.suffix == ".db":
+        elif entry.name == ONLINE_DB_FILE:
             _copy_sqlite(entry, dst / entry.name)
         else:
             shutil.copy2(entry, dst / entry.name)
