@@ -9,10 +9,12 @@ decision are tagged on the challenger's MLflow run, with the comparison table as
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -358,7 +360,6 @@ def _load_champion(paths: StatePaths, cfg: PipelineConfig, version: Any, data_di
 
 def _record(client: Any, run_id: str, decision: GateDecision, scores: dict[str, ModelScores | None]) -> None:
     """Tags, metrics and the comparison table on the challenger's run (what the MLflow UI shows)."""
-    import pandas as pd
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -377,7 +378,14 @@ def _record(client: Any, run_id: str, decision: GateDecision, scores: dict[str, 
         client.set_tag(run_id, "gate_cannot_compare", decision.cannot_compare[:5000])
     for rule in decision.rules:
         client.set_tag(run_id, f"gate_rule.{rule.rule}", f"{rule.verdict}: {rule.detail}"[:5000])
-    client.log_table(run_id, pd.DataFrame([asdict(r) for r in decision.rules]), COMPARISON_ARTIFACT)
+    # MLflow's table layout (what `log_table` writes, shown as a table in the UI's artifact view),
+    # written whole: `log_table` would append to the table of an earlier gate of the same run.
+    columns = [f.name for f in fields(Rule)]
+    table = {"columns": columns, "data": [[getattr(r, c) for c in columns] for r in decision.rules]}
+    with tempfile.TemporaryDirectory(prefix="seqrank-gate-") as tmp:
+        path = Path(tmp) / Path(COMPARISON_ARTIFACT).name
+        path.write_text(json.dumps(table, default=str))
+        client.log_artifact(run_id, str(path), str(Path(COMPARISON_ARTIFACT).parent))
 
 
 def run(data_dir: Path, challenger_run_id: str, cfg: PipelineConfig) -> dict[str, Any]:
