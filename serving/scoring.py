@@ -174,17 +174,51 @@ def score_sim_hard(model: SIM, inputs: RequestInputs) -> torch.Tensor:
     b, heads = inputs.size, esu.heads
     query = esu.query_proj(target).view(b, heads, esu.head_dim)  # (B, h, H_d)
     key_weight = esu.key_proj.weight.view(heads, esu.head_dim, esu.key_dim)  # (h, H_d, 3D)
-    query = torch.einsum("bhd,hde->bhe", query, key_weight)  # (B, h, 3D)
-    keys = retrieved.index_select(0, rows)  # (B, K, 3D)
-    logits = torch.bmm(query, keys.transpose(1, 2)) / math.sqrt(esu.head_dim)  # (B, h, K)
-    real = found.index_select(0, rows).unsqueeze(1)  # (B, 1, K)
-    logits = logits.masked_fill(~real, torch.finfo(logits.dtype).min)
-    weights = torch.softmax(logits, dim=-1) * real.to(logits.dtype)
-    long_term = torch.bmm(weights, keys).flatten(1)  # (B, h·3D)
+    query = torch.einsum("bhd,hde->bhe", query, key_weight) / math.sqrt(esu.head_dim)  # (B, h, 3D)
+    long_term = category_attention(query, retrieved, found, rows)  # (B, h·3D)
 
     intensity = torch.log1p(found.sum(dim=1, keepdim=True).to(long_term.dtype)).index_select(0, rows)
     features = torch.cat([user, long_term, short_term, target, intensity], dim=1)
     return model.mlp(_dense(model, inputs, features)).squeeze(1)
+
+
+def category_attention(
+    query: torch.Tensor, retrieved: torch.Tensor, found: torch.Tensor, rows: torch.Tensor
+) -> torch.Tensor:
+    """Softmax attention of each candidate's heads over its category's retrieved behaviors:
+    query (B, h, E), retrieved (C, K, E), found (C, K), rows (B,) → (B, h·E); a row with nothing
+    found gives zeros.
+
+    The candidates of a category share its K keys, so they are attended together: each category's
+    candidates fill the slots of one (n·h, E) block (n the largest number of candidates of a
+    category), and two batched products over C blocks replace B gathered (K, E) copies of the
+    keys. When the categories' sizes are so uneven that the padded slots would outnumber twice
+    the candidates, each candidate gathers its keys instead.
+    """
+    batch, heads, width = query.shape
+    n_rows = found.shape[0]
+    counts = torch.bincount(rows, minlength=n_rows)
+    slots = int(counts.max()) if batch else 0
+    real = found.unsqueeze(1)  # (C or B, 1, K) below
+    if n_rows * slots > 2 * batch:
+        keys = retrieved.index_select(0, rows)  # (B, K, E)
+        logits = torch.bmm(query, keys.transpose(1, 2))  # (B, h, K)
+        real = found.index_select(0, rows).unsqueeze(1)
+        logits = logits.masked_fill_(~real, torch.finfo(logits.dtype).min)
+        weights = torch.softmax(logits, dim=-1).mul_(real)
+        return torch.bmm(weights, keys).flatten(1)
+    # Candidate i goes to slot rows[i]·n + (its rank among the candidates of rows[i]).
+    order = torch.argsort(rows, stable=True)
+    first = torch.cumsum(counts, 0) - counts  # (C,) position of each category's first candidate
+    slot = torch.empty_like(rows)
+    slot[order] = rows[order] * slots + torch.arange(batch) - first[rows[order]]
+    blocks = query.new_zeros(n_rows * slots, heads, width)
+    blocks[slot] = query
+    logits = torch.bmm(blocks.view(n_rows, slots * heads, width), retrieved.transpose(1, 2))  # (C, n·h, K)
+    logits = logits.masked_fill_(~real, torch.finfo(logits.dtype).min)
+    weights = torch.softmax(logits, dim=-1).mul_(real)
+    attended = torch.bmm(weights, retrieved)  # (C, n·h, E)
+    return attended.view(n_rows * slots, heads * width)[slot]
 
 
 def scorer_for(model: CtrModel) -> Callable[[CtrModel, RequestInputs], torch.Tensor] | None:

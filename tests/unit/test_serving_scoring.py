@@ -135,3 +135,32 @@ def test_request_log_records_the_bundle_the_request_used(serving_env, tmp_path):
     assert entry["user_id"] == "1"  # an integer id is its decimal string
     assert entry["model_version"] == "seqrank-ranker/1" and entry["run_id"] == "run-0"
     assert entry["bundle"] == str(serving_env["bundle"])
+
+
+@pytest.mark.parametrize("uneven", [False, True], ids=["blocks", "gathered"])
+def test_category_attention_equals_per_candidate_attention(uneven: bool) -> None:
+    # Each candidate attends its own category's keys; grouping candidates into per-category blocks
+    # (and the gathered path for very uneven categories) must give the same rows, in the same order.
+    from serving.scoring import category_attention
+
+    g = torch.Generator().manual_seed(3)
+    batch, heads, width, n_rows, k = 30, 2, 6, 5, 7
+    rows = torch.randint(0, n_rows, (batch,), generator=g)
+    if uneven:
+        rows[:] = 0
+        rows[-4:] = torch.arange(1, n_rows)  # one big category and four singletons: 5·26 > 2·30
+    query = torch.randn(batch, heads, width, generator=g)
+    retrieved = torch.randn(n_rows, k, width, generator=g)
+    found = torch.rand(n_rows, k, generator=g) > 0.3
+    found[1] = False  # nothing retrieved: zero interest
+
+    out = category_attention(query, retrieved, found, rows)
+
+    expected = torch.zeros(batch, heads * width)
+    for i in range(batch):
+        keys, real = retrieved[rows[i]], found[rows[i]]
+        if real.any():
+            weights = torch.softmax(query[i] @ keys[real].T, dim=-1)  # (h, K')
+            expected[i] = (weights @ keys[real]).flatten()
+    assert out.shape == (batch, heads * width)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
