@@ -77,12 +77,11 @@ def digests(values: Mapping[str, Sequence[bytes]], stamps_us: np.ndarray) -> lis
     names = sorted(values)
     out = []
     for r, stamp in enumerate(stamps_us.tolist()):
-        h = hashlib.blake2b(struct.pack("<q", stamp), digest_size=8)
+        parts = [struct.pack("<q", stamp)]
         for name in names:
             value = values[name][r]
-            h.update(struct.pack("<I", len(value)))
-            h.update(value)
-        out.append(h.digest())
+            parts += (struct.pack("<I", len(value)), value)
+        out.append(hashlib.blake2b(b"".join(parts), digest_size=8).digest())
     return out
 
 
@@ -136,8 +135,12 @@ class Bulk(Protocol):
     def held_keys(self, view: str) -> Iterator[list[bytes]]:
         """Every held key of `view`, in pages."""
 
+    def begin_run(self) -> None:
+        """A materialization run starts: tables empty at their first write may be bulk-loaded
+        (indexes built at the end) until `flush`."""
+
     def flush(self) -> None:
-        """Make everything written so far durable in the store's main file (end of a run)."""
+        """End of a run: finish bulk loads and fold everything written into the store's main file."""
 
 
 def _sqlite_seconds(stamps_us: np.ndarray) -> list[int]:
@@ -189,9 +192,39 @@ class SqliteBulk:
         # of log; `flush` folds the rest in at the end of a run.
         self.conn.execute(f"PRAGMA wal_autocheckpoint={64 * 2**20 // _page_size(self.conn)}")
         self._lock = threading.Lock()
+        self._load: dict[str, bool] = {}
+        self._run = False
+
+    def begin_run(self) -> None:
+        self._run = True
+
+    def _loading(self, view: str) -> bool:
+        """Whether `view`'s table was empty when this writer first wrote to it (a new store).
+
+        Loading an empty table, its entity_key index (Feast's, beside the primary key that already
+        serves key lookups) is dropped and built once by `flush` from the sorted keys, instead of
+        being updated at a random page per row: 25-35% of a bulk load's SQLite time.
+        """
+        if not self._run:
+            return False
+        if view not in self._load:
+            with self._lock:
+                empty = self.conn.execute(f"SELECT 1 FROM {self._table(view)} LIMIT 1").fetchone() is None
+                if empty:
+                    self.conn.execute(f'DROP INDEX IF EXISTS "{self.project}_{view}_ek"')
+            self._load[view] = empty
+        return self._load[view]
 
     def flush(self) -> None:
         with self._lock:
+            for view, loaded in self._load.items():
+                if loaded:
+                    # Feast's own index, as its `apply` creates it (it would re-create it too).
+                    self.conn.execute(
+                        f'CREATE INDEX IF NOT EXISTS "{self.project}_{view}_ek" ON {self._table(view)} (entity_key)'
+                    )
+            self._load.clear()
+            self._run = False
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _table(self, view: str) -> str:
@@ -222,12 +255,18 @@ class SqliteBulk:
             return
         # Sorted by key, so consecutive upserts touch neighbouring index pages.
         order = sorted(range(len(rows)), key=rows.keys.__getitem__)
-        sql = (
-            f"INSERT INTO {self._table(view)} (entity_key, feature_name, value, value_text, event_ts, "
-            "created_ts) VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
-            "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
-            "created_ts = excluded.created_ts"
-        )
+        if self._loading(view):
+            sql = (
+                f"INSERT OR REPLACE INTO {self._table(view)} (entity_key, feature_name, value, value_text, "
+                "event_ts, created_ts) VALUES (?, ?, ?, ?, ?, NULL)"
+            )
+        else:
+            sql = (
+                f"INSERT INTO {self._table(view)} (entity_key, feature_name, value, value_text, event_ts, "
+                "created_ts) VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT(entity_key, feature_name) DO UPDATE "
+                "SET value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
+                "created_ts = excluded.created_ts"
+            )
         names = list(rows.values)
         seconds = _sqlite_seconds(rows.stamps_us)
         with self._transaction() as conn:
@@ -320,7 +359,7 @@ class RedisBulk:
             )
         self.project = store.project.encode()
         # Feast's own client: the connection string is parsed exactly as for Feast's reads.
-        self.client = store.provider.online_store._get_client(online)
+        self.client: Any = store.provider.online_store._get_client(online)  # type: ignore[attr-defined]
         self._fields: dict[tuple[str, str], bytes] = {}
 
     def _field(self, view: str, feature: str) -> bytes:
@@ -386,6 +425,9 @@ class RedisBulk:
 
     def held_count(self, view: str) -> int:
         return int(self.client.hlen(self._held_hash(view)))
+
+    def begin_run(self) -> None:
+        """Nothing to prepare: a Redis hash has no index to defer."""
 
     def flush(self) -> None:
         """Nothing to do: Redis persists by its own configuration (RDB snapshots, AOF)."""

@@ -1,8 +1,8 @@
-"""Push new behaviors into the online sequence views through their Feast push sources.
+"""Push new behaviors into the online sequence views (the rows of their Feast push sources).
 
 A pushed behavior is merged into what the online store already holds for its user and its
 (user, category) pair: appended in time order and cut to the cap the view was built with, then
-written back with `PushMode.ONLINE`, so the next lookup sees it. Used by the features step's CLI
+written back in Feast's layout (feature_repo.bulk), so the next lookup sees it. Used by the features step's CLI
 and importable by the ranking service (it depends on `feature_repo`, never on `components`).
 """
 
@@ -16,15 +16,17 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
+from feature_repo.bulk import PUSHED, open_bulk
+from feature_repo.encoding import batch_rows
 from feature_repo.views import (
     CATEGORY_SEQUENCE_FEATURES,
     MAX_LENGTH_TAG,
+    TABLE_SCHEMAS,
     TIMESTAMP_FIELD,
     USER_BEHAVIOR,
-    USER_BEHAVIOR_PUSH,
     USER_CATEGORY_BEHAVIOR,
-    USER_CATEGORY_BEHAVIOR_PUSH,
 )
 from seqrank.schema import PAD, SEQUENCE_FEATURES
 
@@ -104,8 +106,6 @@ def push_behaviors(
     Not idempotent: pushing the same behavior twice stores it twice, like a repeated log line.
     Writers in different processes need one writer per user (e.g. a stream partitioned by user).
     """
-    import pandas as pd
-    from feast.data_source import PushMode
 
     batch = [Behavior(*map(int, e)) for e in events]
     bad = [e for e in batch if e.user <= PAD]
@@ -158,10 +158,15 @@ def push_behaviors(
             merged = _merge(decode_arrays(values, CATEGORY_SEQUENCE_FEATURES), new, cat_ts, _cap(pair_view))
             pair_rows.append(_row({"user": user, "category": category}, merged, cat_ts))
 
-        # PushMode.ONLINE, not the string "online": Feast compares with the enum, and a string
-        # matches neither branch, so it would return having written nothing (DESIGN §9).
-        store.push(USER_BEHAVIOR_PUSH, pd.DataFrame(user_rows), to=PushMode.ONLINE)
-        store.push(USER_CATEGORY_BEHAVIOR_PUSH, pd.DataFrame(pair_rows), to=PushMode.ONLINE)
+        # Written in bulk, not through `store.push`: Feast's Redis write drops a row whose event
+        # time is not newer than the stored one, which a late behavior's merged row is (its stamp
+        # stays the newest held). Holdings mark the rows PUSHED, so the next run rewrites them
+        # from its offline data and offline and online agree again.
+        bulk = open_bulk(store)
+        for view, rows in ((USER_BEHAVIOR, user_rows), (USER_CATEGORY_BEHAVIOR, pair_rows)):
+            encoded = batch_rows(view, pa.RecordBatch.from_pylist(rows, schema=TABLE_SCHEMAS[view]))
+            bulk.write(view, encoded, hold=False)
+            bulk.hold(view, encoded.keys, PUSHED)
     log.debug("pushed %d behaviors: %d users, %d (user, category) pairs", len(batch), len(users), len(pairs))
     return {USER_BEHAVIOR: len(user_rows), USER_CATEGORY_BEHAVIOR: len(pair_rows)}
 

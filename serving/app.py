@@ -8,7 +8,6 @@ docs/serving.md describes the request path, its budgets and its faults.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar, cast
 
 import numpy as np
+import orjson
 import torch
 import uvicorn
 from fastapi import FastAPI, Header, HTTPException, Request
@@ -32,7 +32,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seqrank.config import ServeConfig
 from seqrank.schema import PAD
+from serving import events
 from serving.bundle import Bundle, load_bundle
+from serving.events import EventsRequest, EventsResponse, authorize
 from serving.features import ItemTable, OnlineFeatures
 from serving.metrics import Metrics
 from serving.ranking import candidate_items, categories_of, request_inputs, score
@@ -51,7 +53,17 @@ WORKER_ENV = {
 # The probe user of /readyz: index 1 exists in every non-empty vocabulary; a missing row is fine,
 # the read answering is what counts.
 PROBE_USER = 1
-ROUTES = ("/v1/rank", "/rank", "/healthz", "/readyz", "/metrics", "/admin/reload", "/docs", "/openapi.json")
+ROUTES = (
+    "/v1/rank",
+    "/rank",
+    "/v1/events",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/admin/reload",
+    "/docs",
+    "/openapi.json",
+)
 
 RawId = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=256)] | StrictInt
 T = TypeVar("T")
@@ -601,11 +613,9 @@ def create_app(
             body = service.rank(request)
         except NotReady as err:
             raise HTTPException(status_code=503, detail=str(err)) from None
-        # Encoded here: FastAPI would re-validate 500 items against the model it documents.
-        return Response(
-            json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
-            media_type="application/json",
-        )
+        # Encoded here: FastAPI would re-validate 500 items against the model it documents; orjson
+        # takes 0.04 ms for 500 items where json.dumps takes 0.5 ms (docs/serving.md).
+        return Response(orjson.dumps(body), media_type="application/json")
 
     app.post("/v1/rank", response_model=RankResponse, summary="Rank candidates for a user")(rank)
     app.post("/rank", response_model=RankResponse, deprecated=True, summary="Alias of /v1/rank")(rank)
@@ -649,6 +659,14 @@ def create_app(
             return JSONResponse({**body, "error": error}, status_code=500)
         log.info("reloaded bundle: %s -> %s", previous, current)
         return JSONResponse(body)
+
+    @app.post("/v1/events", response_model=EventsResponse)
+    def push_events(
+        request: EventsRequest, x_admin_token: str | None = Header(default=None)
+    ) -> EventsResponse:
+        """New behaviors into the online sequences (admin token); the next /v1/rank reads them."""
+        authorize(x_admin_token, ADMIN_TOKEN_ENV)
+        return events.push_events(service.bundle, service.features, request)
 
     return app
 

@@ -240,6 +240,7 @@ def run(
     if newest is not None:
         cutoff = ms_to_datetime(newest) - timedelta(days=cfg.idle_ttl_days)
     bulk = open_bulk(store)
+    bulk.begin_run()
     syncs = {view: online.Sync(bulk, view, bulk.held_count(view) > 0) for view in VIEWS}
     windows = {view: _Window() for view in VIEWS}
     seconds: dict[str, float] = dict.fromkeys(VIEWS, 0.0)

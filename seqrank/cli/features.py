@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from seqrank.cli.common import CONFIG_HELP, SET_HELP, cli_config
 from seqrank.config import PipelineConfig
 from seqrank.paths import StatePaths
+
+if TYPE_CHECKING:
+    from feature_repo import Behavior
 
 FEAST_HELP = "Feast directory (default: <state_dir>/feast)."
 INDEX_HELP = "Ids are dense vocab indices, not raw ids from the logs."
@@ -58,35 +63,86 @@ def features_materialize(data: Path, feast_dir, config, overrides) -> None:
     click.echo(json.dumps(summary, indent=2, default=str))
 
 
+def _behaviors(cfg: PipelineConfig, lines: Iterable[str], as_index: bool, now_ms: int) -> list[Behavior]:
+    """Behaviors from JSON lines {"user", "item", "category", "ts"?}; a bad line names its number."""
+    from feature_repo import Behavior
+
+    events = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            raw = [str(record[k]) for k in ("user", "item", "category")]
+            ts = int(record.get("ts", now_ms))
+        except (ValueError, KeyError, TypeError) as err:
+            raise click.ClickException(f"line {number}: {type(err).__name__}: {err}") from None
+        ids = [
+            _dense(cfg, k, v, as_index, required=True)
+            for k, v in zip(("user", "item", "category"), raw, strict=True)
+        ]
+        user, item, category = ids
+        events.append(Behavior(user, item, category, ts))
+    return events
+
+
 @features.command(name="push")
-@click.option("--user", required=True, help="User id (raw, or an index with --index).")
-@click.option("--item", required=True, help="Item id.")
-@click.option("--category", required=True, help="Category id of the item.")
+@click.option("--user", help="User id (raw, or an index with --index).")
+@click.option("--item", help="Item id.")
+@click.option("--category", help="Category id of the item.")
 @click.option("--ts", type=int, help="Behavior time in epoch ms (default: now).")
+@click.option(
+    "--file",
+    "source",
+    type=click.File("r"),
+    help='JSON lines of behaviors {"user", "item", "category", "ts"} to push together; - reads stdin.',
+)
 @click.option("--index", "as_index", is_flag=True, help=INDEX_HELP)
 @click.option("--feast", "feast_dir", type=click.Path(path_type=Path), help=FEAST_HELP)
 @click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
 def features_push(
-    user: str, item: str, category: str, ts, as_index: bool, feast_dir, config, overrides
+    user: str | None,
+    item: str | None,
+    category: str | None,
+    ts,
+    source,
+    as_index: bool,
+    feast_dir,
+    config,
+    overrides,
 ) -> None:
-    """Push one new behavior into the online sequence and its category sub-sequence."""
+    """Push new behaviors into the online sequences and their category sub-sequences, no run needed.
+
+    One behavior from --user/--item/--category, or many from --file (JSON lines; - for stdin).
+    """
     from components import features as features_step
 
     cfg = cli_config(config, overrides)
-    event = (
-        _dense(cfg, "user", user, as_index, required=True),
-        _dense(cfg, "item", item, as_index, required=True),
-        _dense(cfg, "category", category, as_index, required=True),
-        ts if ts is not None else int(time.time() * 1000),
-    )
+    now_ms = int(time.time() * 1000)
+    single = (user, item, category)
+    if source is not None:
+        if any(v is not None for v in single):
+            raise click.UsageError("give either --file or --user/--item/--category, not both")
+        events = _behaviors(cfg, source, as_index, now_ms)
+    elif all(v is not None for v in single):
+        events = _behaviors(
+            cfg,
+            [json.dumps({"user": user, "item": item, "category": category, "ts": ts or now_ms})],
+            as_index,
+            now_ms,
+        )
+    else:
+        raise click.UsageError("push needs --user, --item and --category, or --file")
+    started = time.perf_counter()
     try:
-        pushed = features_step.push_behaviors(_feast_dir(cfg, feast_dir), [event])
+        pushed = features_step.push_behaviors(_feast_dir(cfg, feast_dir), events)
     except (FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None
-    click.echo(
-        json.dumps({"behavior": dict(zip(("user", "item", "category", "ts"), event, strict=True)), **pushed})
-    )
+    out: dict = {"behaviors": len(events), **pushed, "seconds": round(time.perf_counter() - started, 4)}
+    if len(events) == 1:
+        out["behavior"] = dict(zip(("user", "item", "category", "ts"), events[0], strict=True))
+    click.echo(json.dumps(out))
 
 
 @features.command(name="get")
