@@ -3,48 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sqlite3
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from seqrank.schema import BEHAVIORS
-from tests.helpers.feature_store import CFG, DAY_MS, N_USERS, make_ingest_dir
-
-NEXT_DAY = 1_769_904_000_000 + DAY_MS  # after every generated behavior
-GROWN = (3, 5, 9)  # users with new behaviors the next day
-LATE = 7  # a user whose new behavior is late: older than their newest one
-GONE = 11  # a user the next day's ingest no longer has
-
-
-def next_day(ingest: Path, out: Path) -> Path:
-    """`ingest` one day later: new behaviors for GROWN, a late one for LATE, GONE dropped."""
-    shutil.copytree(ingest, out)
-    shutil.rmtree(out / "behaviors")
-    (out / "behaviors").mkdir()
-    rows = []
-    for row in pq.read_table(ingest / "behaviors").to_pylist():
-        if row["user"] == GONE:
-            continue
-        if row["user"] in GROWN:
-            row = {
-                k: [*v, v[-1] if k in ("category", "type", "session") else 0]
-                for k, v in row.items()
-                if k != "user"
-            } | {"user": row["user"]}
-            row["item"][-1] = 13
-            row["ts"][-1] = NEXT_DAY
-        if row["user"] == LATE:
-            at = len(row["ts"]) // 2
-            for k in ("item", "category", "ts", "type", "session"):
-                row[k].insert(at, row[k][at])
-            row["item"][at] = 14
-        rows.append(row)
-    pq.write_table(pa.Table.from_pylist(rows, schema=BEHAVIORS), out / "behaviors" / "part-00000.parquet")
-    return out
+from tests.helpers.feature_store import CFG, GONE, GROWN, LATE, N_USERS, NEXT_DAY, make_ingest_dir, next_day
 
 
 def online_rows(feast_dir: Path, view: str) -> list[tuple]:

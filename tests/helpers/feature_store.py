@@ -3,6 +3,7 @@ serving tests, and the feature config they share."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,36 @@ def expected_tail(ingest_dir: Path, user: int, n: int) -> dict[str, np.ndarray]:
     return {
         f"seq_{k}": np.array(row[k][-n:] if n else [], dtype=np.int64) for k in ("item", "category", "ts")
     }
+
+
+NEXT_DAY = 1_769_904_000_000 + DAY_MS  # after every generated behavior
+GROWN = (3, 5, 9)  # users with new behaviors the next day
+LATE = 7  # a user whose new behavior is late: older than their newest one
+GONE = 11  # a user the next day's ingest no longer has
+
+
+def next_day(ingest: Path, out: Path) -> Path:
+    """`ingest` one day later (incremental materialization tests): new behaviors for GROWN, a late one for LATE, GONE dropped."""
+    shutil.copytree(ingest, out)
+    shutil.rmtree(out / "behaviors")
+    (out / "behaviors").mkdir()
+    rows = []
+    for row in pq.read_table(ingest / "behaviors").to_pylist():
+        if row["user"] == GONE:
+            continue
+        if row["user"] in GROWN:
+            row = {
+                k: [*v, v[-1] if k in ("category", "type", "session") else 0]
+                for k, v in row.items()
+                if k != "user"
+            } | {"user": row["user"]}
+            row["item"][-1] = 13
+            row["ts"][-1] = NEXT_DAY
+        if row["user"] == LATE:
+            at = len(row["ts"]) // 2
+            for k in ("item", "category", "ts", "type", "session"):
+                row[k].insert(at, row[k][at])
+            row["item"][at] = 14
+        rows.append(row)
+    pq.write_table(pa.Table.from_pylist(rows, schema=BEHAVIORS), out / "behaviors" / "part-00000.parquet")
+    return out

@@ -1,0 +1,148 @@
+"""The Redis online store, for real: a `redis-server` on loopback holds what the SQLite store holds."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from seqrank.config import FeastStoreConfig
+from tests.helpers.feature_store import CFG, GONE, GROWN, N_CATEGORIES, N_USERS, make_ingest_dir, next_day
+from tests.helpers.serving import free_port
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(
+        shutil.which("redis-server") is None,
+        reason="redis-server is not installed (.ci/run installs it: apt-get install -y redis-server)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    # No persistence: the server lives for this module only.
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"redis-server on port {port} did not start") from None
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def stores(redis_url, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from components import features
+
+    root = tmp_path_factory.mktemp("redis_stores")
+    day1 = make_ingest_dir(root / "day1")
+    store_cfg = FeastStoreConfig(online_store="redis", redis_connection=redis_url)
+    first = features.run(day1, root / "redis", CFG, store_cfg=store_cfg)
+    features.run(day1, root / "sqlite", CFG)
+    return {"root": root, "day1": day1, "cfg": store_cfg, "first": first}
+
+
+def test_redis_serves_what_sqlite_serves(stores):
+    from serving.features import OnlineFeatures
+
+    assert stores["first"]["online_store"] == "redis"
+    on_redis, on_sqlite = OnlineFeatures(stores["root"] / "redis"), OnlineFeatures(stores["root"] / "sqlite")
+    categories = range(1, N_CATEGORIES + 1)
+    for user in range(0, N_USERS + 2):
+        want, got = on_sqlite.user_sequence(user), on_redis.user_sequence(user)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+        want_cat, got_cat = (
+            on_sqlite.category_sequences(user, categories),
+            on_redis.category_sequences(user, categories),
+        )
+        for c in categories:
+            for name in want_cat[c]:
+                np.testing.assert_array_equal(got_cat[c][name], want_cat[c][name])
+    items = np.arange(0, 70)
+    for name, values in on_sqlite.item_stats(items).items():
+        np.testing.assert_array_equal(on_redis.item_stats(items)[name], values)
+
+
+def test_feast_reads_the_redis_rows(stores):
+    from feast import FeatureStore
+
+    store = FeatureStore(repo_path=str(stores["root"] / "redis"))
+    got = store.get_online_features(
+        features=["user_behavior:seq_item", "user_profile:age_bucket"], entity_rows=[{"user": 3}]
+    ).to_dict()
+    reference = (
+        FeatureStore(repo_path=str(stores["root"] / "sqlite"))
+        .get_online_features(
+            features=["user_behavior:seq_item", "user_profile:age_bucket"], entity_rows=[{"user": 3}]
+        )
+        .to_dict()
+    )
+    assert got == reference and got["seq_item"][0]
+
+
+def test_incremental_run_and_push_on_redis(stores):
+    from components import features
+    from serving.features import OnlineFeatures
+
+    root = stores["root"]
+    day2 = next_day(stores["day1"], root / "day2")
+    second = features.run(day2, root / "redis", CFG, store_cfg=stores["cfg"])
+    assert second["written_users"] == len(GROWN) + 1
+    assert second["online"]["user_behavior"]["deleted"] == 1
+    on_redis = OnlineFeatures(root / "redis")
+    assert on_redis.user_sequence(GONE)["seq_item"].shape == (0,)
+    features.run(day2, root / "sqlite2", CFG)
+    on_sqlite = OnlineFeatures(root / "sqlite2")
+    for user in range(1, N_USERS + 1):
+        np.testing.assert_array_equal(
+            on_redis.user_sequence(user)["seq_ts"], on_sqlite.user_sequence(user)["seq_ts"]
+        )
+
+    # A late pushed behavior (older than the user's newest) still lands: Feast's own Redis write
+    # would drop its row, whose stamp is not newer than the stored one.
+    before = on_redis.user_sequence(4)
+    late = int(before["seq_ts"][-1]) - 1
+    on_redis.push([(4, 21, 1, late)])
+    after = on_redis.user_sequence(4)
+    assert 21 in after["seq_item"].tolist() and len(after["seq_item"]) == min(
+        len(before["seq_item"]) + 1, CFG.max_sequence_length
+    )
+    assert features.run(day2, root / "redis", CFG, store_cfg=stores["cfg"])["written_users"] == 1
+    np.testing.assert_array_equal(
+        on_redis.user_sequence(4)["seq_item"], on_sqlite.user_sequence(4)["seq_item"]
+    )
