@@ -11,10 +11,15 @@ then times, on a warm store, one lookup = `OnlineFeatures.user_sequence` (the lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import shutil
+import socket
+import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seqrank.config import FeatureConfig
+from seqrank.config import FeastStoreConfig, FeatureConfig
 from seqrank.schema import BEHAVIORS, ITEM_STATS, ITEMS, USERS, VOCAB
 
 BUDGET_P99_MS = 2.0
@@ -117,6 +122,46 @@ def make_ingest(
     return root
 
 
+@contextlib.contextmanager
+def redis_server(workdir: Path, timeout_s: float = 10.0) -> Iterator[str]:
+    """A `redis-server` on a free loopback port without persistence; yields its host:port."""
+    import redis
+
+    if shutil.which("redis-server") is None:
+        raise RuntimeError("redis-server is not installed (Debian: apt-get install -y redis-server)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = [
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+    ]
+    server = subprocess.Popen(["redis-server", *args], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"redis-server on port {port} did not start") from None
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=timeout_s)
+
+
 def percentiles(seconds: list[float]) -> dict[str, float]:
     ms = np.array(seconds) * 1e3
     return {
@@ -126,7 +171,12 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 
 def benchmark_features(
-    history: int = 1_000, categories: int = 20, users: int = 2_000, reads: int = 3_000, category_k: int = 200
+    history: int = 1_000,
+    categories: int = 20,
+    users: int = 2_000,
+    reads: int = 3_000,
+    category_k: int = 200,
+    store: str = "sqlite",
 ) -> dict[str, Any]:
     """Time one lookup = a user's `history`-event sequence + `categories` category sub-sequences.
 
@@ -138,9 +188,14 @@ def benchmark_features(
     from serving.features import OnlineFeatures
 
     cfg = FeatureConfig(max_sequence_length=history, category_k=category_k)
-    with tempfile.TemporaryDirectory(prefix="seqrank-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="seqrank-bench-") as tmp, contextlib.ExitStack() as stack:
+        store_cfg = FeastStoreConfig()
+        if store == "redis":
+            store_cfg = FeastStoreConfig(
+                online_store="redis", redis_connection=stack.enter_context(redis_server(Path(tmp)))
+            )
         ingest = make_ingest(Path(tmp) / "ingest", users, items=20_000, categories=categories, events=history)
-        summary = features.run(ingest, Path(tmp) / "feast", cfg)
+        summary = features.run(ingest, Path(tmp) / "feast", cfg, store_cfg=store_cfg)
         online = OnlineFeatures(Path(tmp) / "feast")
         rng = np.random.default_rng(1)
         sample = rng.integers(1, users + 1, size=reads).tolist()
@@ -170,6 +225,7 @@ def benchmark_features(
     return {
         **head,
         "budget_p99_ms": BUDGET_P99_MS,
+        "store": store,
         "p99_over_budget": round(head["p99_ms"] / BUDGET_P99_MS, 3),
         "history": history,
         "categories": categories,
@@ -189,9 +245,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--categories", type=int, default=20, help="category sub-sequences per lookup")
     parser.add_argument("--users", type=int, default=2_000)
     parser.add_argument("--reads", type=int, default=3_000)
+    parser.add_argument("--store", choices=("sqlite", "redis"), default="sqlite", help="online store")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    result = benchmark_features(args.history, args.categories, args.users, args.reads)
+    result = benchmark_features(args.history, args.categories, args.users, args.reads, store=args.store)
     print(json.dumps(result))
 
 

@@ -93,12 +93,20 @@ def bench_ingest(events: int, fmt: str, runner_options: tuple[str, ...], as_json
 )
 @click.option("--users", type=int, default=2_000, show_default=True, help="Users in the synthetic store.")
 @click.option("--reads", type=int, default=3_000, show_default=True, help="Timed lookups.")
+@click.option(
+    "--store",
+    type=click.Choice(["sqlite", "redis"]),
+    default="sqlite",
+    show_default=True,
+    help="Online store; redis starts a redis-server on loopback.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_features(history: int, categories: int, users: int, reads: int, as_json: bool) -> None:
+def bench_features(history: int, categories: int, users: int, reads: int, store: str, as_json: bool) -> None:
     """Online lookup of a user's sequence plus category sub-sequences from Feast (budget p99 ≤ 2 ms)."""
     from benchmarks.bench_features import benchmark_features
 
-    emit(benchmark_features(history=history, categories=categories, users=users, reads=reads), as_json)
+    result = benchmark_features(history=history, categories=categories, users=users, reads=reads, store=store)
+    emit(result, as_json)
 
 
 @bench.command(name="serve")
