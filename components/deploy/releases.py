@@ -224,7 +224,7 @@ def notify(cfg: PipelineConfig) -> list[dict[str, Any]]:
 
     token = os.environ.get(ADMIN_TOKEN_ENV, "")
     urls, configured = reload_urls(cfg)
-    results = []
+    results: list[dict[str, Any]] = []
     for url in urls:
         try:
             reply = httpx.post(

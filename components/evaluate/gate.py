@@ -113,7 +113,7 @@ def _regression(rule: str, new: float, old: float, allowed: float, worse: str, u
         rule,
         new,
         old,
-        f"regression <= {allowed}",
+        f"{'rise' if worse == 'higher' else 'drop'} <= {allowed}",
         ok,
         f"{rule} {new:.4f}{unit} vs {old:.4f}{unit} ({change:+.4f}, {worse} is worse, allowed {allowed})",
     )

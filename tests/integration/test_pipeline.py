@@ -51,7 +51,16 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
 def test_every_step_ran_and_model_learned(pipeline_run) -> None:
     _, paths, runs = pipeline_run
     steps = runs["first"]
-    assert set(steps) == {"ingest", "validate", "features", "validate_features", "train", "gate", "deploy"}
+    assert set(steps) == {
+        "ingest",
+        "validate",
+        "features",
+        "validate_features",
+        "train",
+        "gate",
+        "deploy",
+        "report",
+    }
     manifest = steps["ingest"]
     assert (
         manifest["read"] == manifest["accepted"] + sum(manifest["rejected"].values()) + manifest["duplicates"]
@@ -92,7 +101,28 @@ def test_champion_alias_and_second_run_gated_against_it(pipeline_run) -> None:
     assert champion.run_id == promoted[-1]
     assert ("deploy" in second) == second["gate"]["promote"]
     bundle = json.loads((paths.champion_bundle / "bundle.json").read_text())
-    assert bundle["feature_store"]["feast_dir"] == str(paths.feast)
+    # The live store is the promoted run's staged one, switched with its bundle in one link.
+    assert bundle["feature_store"]["feast_dir"] == str(paths.feast.resolve())
+    assert (paths.champion_bundle / "feast").resolve() == paths.feast.resolve()
+    last = [run for run in (first, second, changed) if run["gate"]["promote"]][-1]
+    assert paths.feast.resolve() == Path(last["features"]["feast_dir"])
+    for run in (first, second, changed):
+        if not run["gate"]["promote"]:
+            assert Path(run["features"]["feast_dir"]) != paths.feast.resolve()
+
+
+def test_every_run_writes_its_report_and_logs_it(pipeline_run) -> None:
+    _, paths, runs = pipeline_run
+    import mlflow
+
+    client = mlflow.MlflowClient(paths.mlflow_uri)
+    for steps in runs.values():
+        report = Path(steps["report"]["path"])
+        text = report.read_text()
+        for section in ("data", "validation", "drift", "features", "models", "gate", "deploy"):
+            assert f'<section id="{section}">' in text, section
+        logged = {a.path for a in client.list_artifacts(steps["train"]["run_id"], "report")}
+        assert f"report/{report.name}" in logged
 
 
 def test_user_sequence_in_feast_online_store(pipeline_run) -> None:
