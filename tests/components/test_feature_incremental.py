@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers.feature_store import CFG, GONE, GROWN, LATE, N_USERS, NEXT_DAY, make_ingest_dir, next_day
-
-
-def online_rows(feast_dir: Path, view: str) -> list[tuple]:
-    with contextlib.closing(sqlite3.connect(feast_dir / "online.db")) as conn:
-        return conn.execute(
-            f'SELECT entity_key, feature_name, value, value_text, event_ts FROM "{CFG.project}_{view}" '
-            "ORDER BY entity_key, feature_name"
-        ).fetchall()
+from tests.helpers.feature_store import (
+    CFG,
+    GONE,
+    GROWN,
+    LATE,
+    N_USERS,
+    NEXT_DAY,
+    make_ingest_dir,
+    next_day,
+    online_rows,
+)
 
 
 def changed_pairs(day1: Path, day2: Path) -> int:

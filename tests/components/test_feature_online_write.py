@@ -11,16 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers.feature_store import CFG, N_CATEGORIES, make_ingest_dir
-
-
-def _online_rows(feast_dir: Path, view: str) -> list[tuple]:
-    """Every (entity key, feature, serialized value, event time) row of `view` in the SQLite store."""
-    with contextlib.closing(sqlite3.connect(feast_dir / "online.db")) as conn:
-        return conn.execute(
-            f'SELECT entity_key, feature_name, value, event_ts FROM "{CFG.project}_{view}" '
-            "ORDER BY entity_key, feature_name"
-        ).fetchall()
+from tests.helpers.feature_store import CFG, N_CATEGORIES, make_ingest_dir, online_rows
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +51,9 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict, 
 )
 def test_rows_are_byte_identical_to_feast_ingestion(stores, view):
     ours, reference, _, _ = stores
-    rows = _online_rows(ours, view)
+    rows = online_rows(ours, view)
     assert rows, view
-    assert rows == _online_rows(reference, view)
+    assert rows == online_rows(reference, view)
 
 
 def test_every_chunk_is_bounded_and_all_rows_are_written(stores):
@@ -80,7 +71,7 @@ def test_every_chunk_is_bounded_and_all_rows_are_written(stores):
     for view in VIEWS:
         assert sum(rows for stage, rows in chunks if stage == f"table {view}") == summary["rows"][view]
         online_rows = sum(rows for stage, rows in chunks if stage == f"online {view}")
-        assert online_rows == len({key for key, *_ in _online_rows(ours, view)}), view
+        assert online_rows == len({key for key, *_ in online_rows(ours, view)}), view
 
 
 def test_online_store_journals_with_wal(stores):

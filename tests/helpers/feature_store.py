@@ -3,7 +3,9 @@ serving tests, and the feature config they share."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +149,13 @@ def next_day(ingest: Path, out: Path) -> Path:
         rows.append(row)
     pq.write_table(pa.Table.from_pylist(rows, schema=BEHAVIORS), out / "behaviors" / "part-00000.parquet")
     return out
+
+
+def online_rows(feast_dir: Path, view: str) -> list[tuple]:
+    """Every (entity key, feature, serialized value, value text, event time) row of `view` in the
+    SQLite online store of `feast_dir`, in key order."""
+    with contextlib.closing(sqlite3.connect(feast_dir / "online.db")) as conn:
+        return conn.execute(
+            f'SELECT entity_key, feature_name, value, value_text, event_ts FROM "{CFG.project}_{view}" '
+            "ORDER BY entity_key, feature_name"
+        ).fetchall()
