@@ -129,7 +129,25 @@ class _Client(threading.Thread):
         connection.close()
 
 
-def _load(host: str, port: int, payloads: list[bytes], concurrency: int, seconds: float) -> dict[str, Any]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of process `pid` and its descendants (the --workers processes) so far."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in (root, *root.children(recursive=True)):
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _load(
+    host: str, port: int, payloads: list[bytes], concurrency: int, seconds: float, server_pid: int
+) -> dict[str, Any]:
+    cpu_before = _cpu_seconds(server_pid)
     deadline = time.perf_counter() + seconds
     step = max(1, len(payloads) // concurrency)
     clients = [_Client(host, port, payloads, deadline, i * step) for i in range(concurrency)]
@@ -139,6 +157,7 @@ def _load(host: str, port: int, payloads: list[bytes], concurrency: int, seconds
     for client in clients:
         client.join()
     elapsed = time.perf_counter() - started
+    server_cpu = _cpu_seconds(server_pid) - cpu_before
     latencies = np.array([s for c in clients for s in c.latencies]) * 1e3
     server = np.array([t for c in clients for t in c.server_ms]).reshape(-1, 3)
     errors = sum(c.errors for c in clients)
@@ -153,6 +172,9 @@ def _load(host: str, port: int, payloads: list[bytes], concurrency: int, seconds
         "requests": len(latencies),
         "errors": errors,
         "degraded": sum(c.degraded for c in clients),
+        # CPU the service spent per answered request: on a shared machine this moves less than the
+        # latencies, and cores / (it + the client's share) bounds the requests/s.
+        "server_cpu_ms_per_request": round(server_cpu * 1e3 / max(1, len(latencies)), 3),
         # Medians of the server's own timing, and what the client saw beyond the server's total.
         "split_ms": {
             "features": round(float(np.median(server[:, 0])), 3) if len(server) else None,
@@ -171,6 +193,7 @@ def benchmark_serving(
     seconds: float = 10.0,
     workers: int = 1,
     torch_threads: int = 1,
+    torch_threads_alone: int = 0,
     seq_len: int | None = None,
     sweep: list[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
@@ -180,7 +203,11 @@ def benchmark_serving(
 
     model_cfg = ModelConfig(name=model) if seq_len is None else ModelConfig(name=model, seq_len=seq_len)
     serve_cfg = ServeConfig(
-        port=_free_port(), workers=workers, torch_threads=torch_threads, max_candidates=max(2_000, candidates)
+        port=_free_port(),
+        workers=workers,
+        torch_threads=torch_threads,
+        torch_threads_alone=torch_threads_alone,
+        max_candidates=max(2_000, candidates),
     )
     plan = sweep or [(candidates, concurrency)]
     with tempfile.TemporaryDirectory(prefix="seqrank-bench-") as tmp:
@@ -218,8 +245,10 @@ def benchmark_serving(
             for n_candidates, n_clients in plan:
                 bodies = payloads(n_candidates)
                 # Warm-up: allocator, threads, SQLite pages; one client per worker at least.
-                _load(serve_cfg.host, serve_cfg.port, bodies[:WARMUP_REQUESTS], max(1, workers), 1.0)
-                result = _load(serve_cfg.host, serve_cfg.port, bodies, n_clients, seconds)
+                _load(
+                    serve_cfg.host, serve_cfg.port, bodies[:WARMUP_REQUESTS], max(1, workers), 1.0, server.pid
+                )
+                result = _load(serve_cfg.host, serve_cfg.port, bodies, n_clients, seconds, server.pid)
                 runs.append({"candidates": n_candidates, "concurrency": n_clients, **result})
         finally:
             server.terminate()
@@ -231,6 +260,7 @@ def benchmark_serving(
         "history_events": history,
         "workers": workers,
         "torch_threads": torch_threads,
+        "torch_threads_alone": torch_threads_alone,
         "seconds": seconds,
         "budget_p99_ms": BUDGET_P99_MS,
         "budget_concurrent": BUDGET_CONCURRENT,
@@ -252,6 +282,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="service processes")
     parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads per process")
     parser.add_argument(
+        "--torch-threads-alone", type=int, default=0, help="threads for a request scored alone (0: off)"
+    )
+    parser.add_argument(
         "--sweep",
         nargs="*",
         metavar="CANDIDATES:CONCURRENCY",
@@ -268,6 +301,7 @@ def main() -> None:
         seconds=args.seconds,
         workers=args.workers,
         torch_threads=args.torch_threads,
+        torch_threads_alone=args.torch_threads_alone,
         seq_len=args.seq_len,
         sweep=sweep,  # type: ignore[arg-type]
     )
