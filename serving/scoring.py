@@ -77,11 +77,14 @@ def expand_batch(inputs: RequestInputs) -> Batch:
     return batch
 
 
-def shared_attention(unit: TargetAttention, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+def shared_attention(
+    unit: TargetAttention, query: torch.Tensor, keys: torch.Tensor, counts: torch.Tensor | None = None
+) -> torch.Tensor:
     """DIN's activation unit over one history shared by all candidates: (B, D), (L', D) → (B, D).
 
     `keys` holds only real behaviors (PAD positions score 0 and add nothing, so dropping them is
-    exact). With the first layer split as in TargetAttention, [e, q, e − q, e ⊙ q] W + b =
+    exact), each distinct behavior once with `counts` (L',) its repeats: a repeated behavior has
+    the same key, so the same score for every candidate, and counts that many times in the sum. With the first layer split as in TargetAttention, [e, q, e − q, e ⊙ q] W + b =
     q (W_q − W_d + diag(e) W_p) + e (W_e + W_d) + b; per behavior l the bracket is one (D × H_1)
     matrix, so all B·L' first-layer activations are one (B × D) @ (D × L'·H_1) product plus a
     (L', H_1) term computed once, instead of B per-candidate kernels times B copies of the history.
@@ -102,6 +105,8 @@ def shared_attention(unit: TargetAttention, query: torch.Tensor, keys: torch.Ten
     for i, linear in enumerate(unit.layers, start=1):
         hidden = _activate(unit, i, linear(hidden))
     scores = unit.out(hidden).view(batch, length)  # (B, L')
+    if counts is not None:
+        scores = scores * counts
     return scores @ keys  # (B, D)
 
 
@@ -111,12 +116,20 @@ def _activate(unit: TargetAttention, layer: int, hidden: torch.Tensor) -> torch.
     return unit.activations[layer](hidden)
 
 
-def _history_keys(model: DIN | SIM, inputs: RequestInputs) -> torch.Tensor:
-    """[item ⊕ category] embeddings of the real history behaviors: (L', 2D)."""
+def _history_keys(model: DIN | SIM, inputs: RequestInputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """[item ⊕ category] embeddings of the distinct real history behaviors (L', 2D), and how often
+    each occurs (L',), or None when none repeats. Users revisit items, and every repeat would
+    cost the activation unit B more rows."""
     item, category = inputs.sequences["hist_item"], inputs.sequences["hist_category"]
     real = item != PAD
+    pairs = torch.stack([item[real], category[real]])  # (2, L')
+    counts = None
+    if pairs.shape[1]:
+        distinct, repeats = torch.unique(pairs, dim=1, return_counts=True)
+        if distinct.shape[1] < pairs.shape[1]:
+            pairs, counts = distinct, repeats.to(torch.get_default_dtype())
     tables = model.embeddings
-    return torch.cat([tables.item_table(item[real]), tables.category_table(category[real])], dim=-1)
+    return torch.cat([tables.item_table(pairs[0]), tables.category_table(pairs[1])], dim=-1), counts
 
 
 def _user_and_target(model: DIN | SIM, inputs: RequestInputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,7 +150,7 @@ def _dense(model: DIN | SIM, inputs: RequestInputs, features: torch.Tensor) -> t
 def score_din(model: DIN, inputs: RequestInputs) -> torch.Tensor:
     """DIN's logits (B,) (training.models.din) with the history embedded and attended once."""
     user, target = _user_and_target(model, inputs)
-    interest = shared_attention(model.attention, target, _history_keys(model, inputs))  # (B, 2D)
+    interest = shared_attention(model.attention, target, *_history_keys(model, inputs))  # (B, 2D)
     features = torch.cat([user, interest, target, interest * target], dim=1)  # (B, 7D)
     return model.mlp(_dense(model, inputs, features)).squeeze(1)
 
@@ -152,7 +165,7 @@ def score_sim_hard(model: SIM, inputs: RequestInputs) -> torch.Tensor:
     """
     assert inputs.cat_item is not None and inputs.cat_ts is not None and inputs.cat_index is not None
     user, target = _user_and_target(model, inputs)
-    short_term = shared_attention(model.short_attention, target, _history_keys(model, inputs))  # (B, 2D)
+    short_term = shared_attention(model.short_attention, target, *_history_keys(model, inputs))  # (B, 2D)
 
     # One row per distinct category: the candidates' category, as the model reads it.
     found_item, found_ts, rows = inputs.cat_item, inputs.cat_ts, inputs.cat_index

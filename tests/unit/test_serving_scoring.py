@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from serving.scoring import RequestInputs, expand_batch, logits, scorer_for
+from serving.scoring import RequestInputs, _history_keys, expand_batch, logits, scorer_for
 from training.models import ModelSpec, build_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
@@ -94,6 +94,28 @@ def test_request_scorer_equals_the_models_forward(name, hparams, history):
         reference = torch.sigmoid(model(batch)).numpy()
     np.testing.assert_allclose(fast, reference, atol=1e-5, rtol=0)
     assert np.std(reference) > 1e-3, "the weights should tell candidates apart"
+
+
+@pytest.mark.parametrize("name", ["din", "sim"])
+def test_repeated_behaviors_are_scored_once_and_counted(name):
+    # A user who revisits items: the scorers attend each distinct behavior once, weighted by its
+    # repeats, which must equal the forward over every position.
+    model = _model(name)
+    inputs = _inputs(seed=7, history=16)
+    sequences = dict(inputs.sequences)
+    for key in ("hist_item", "hist_category"):
+        row = sequences[key].clone()
+        row[4:10] = row[10]  # six repeats of one behavior
+        row[12] = row[14]
+        sequences[key] = row
+    inputs = RequestInputs(**{**inputs.__dict__, "sequences": sequences})
+    _, counts = _history_keys(model, inputs)
+    assert counts is not None and counts.max() == 7
+    with torch.inference_mode():
+        fast = torch.sigmoid(logits(model, inputs)).numpy()
+        batch = {key: value.contiguous() for key, value in expand_batch(inputs).items()}
+        reference = torch.sigmoid(model(batch)).numpy()
+    np.testing.assert_allclose(fast, reference, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(
