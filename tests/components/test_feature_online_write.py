@@ -70,8 +70,8 @@ def test_every_chunk_is_bounded_and_all_rows_are_written(stores):
     assert sum(stage == "table user_behavior" for stage, _ in chunks) >= 3
     for view in VIEWS:
         assert sum(rows for stage, rows in chunks if stage == f"table {view}") == summary["rows"][view]
-        online_rows = sum(rows for stage, rows in chunks if stage == f"online {view}")
-        assert online_rows == len({key for key, *_ in online_rows(ours, view)}), view
+        written = sum(rows for stage, rows in chunks if stage == f"online {view}")
+        assert written == len({key for key, *_ in online_rows(ours, view)}), view
 
 
 def test_online_store_journals_with_wal(stores):
