@@ -79,7 +79,7 @@ def _rule(
     return Rule(rule, challenger, champion, limit, "pass" if ok else "fail", detail)
 
 
-def _absolute_rules(cfg: GateConfig, challenger: ModelScores) -> list[Rule]:
+def _absolute_rules(cfg: GateConfig, challenger: ModelScores, champion: ModelScores | None) -> list[Rule]:
     """The rules a challenger meets alone: the floor and the latency budget."""
     main = challenger.metrics[cfg.metric]
     p99 = challenger.latency_p99_ms
@@ -95,7 +95,7 @@ def _absolute_rules(cfg: GateConfig, challenger: ModelScores) -> list[Rule]:
         _rule(
             "latency_p99_ms",
             p99,
-            None,
+            None if champion is None else champion.latency_p99_ms,  # shown beside it, not judged
             f"<= {cfg.latency_budget_ms}",
             _finite(p99) and p99 <= cfg.latency_budget_ms,
             f"p99 {p99:.2f} ms scoring {cfg.latency_candidates} candidates, {cfg.latency_history}-event "
@@ -181,7 +181,7 @@ def decide(
     No champion: the floor and the latency budget decide. A champion that could not be compared
     (`cannot_compare` says why) rejects, or with `on_incompatible: floor` is judged as no champion.
     """
-    rules = _absolute_rules(cfg, challenger)
+    rules = _absolute_rules(cfg, challenger, champion if cannot_compare is None else None)
     if cannot_compare is not None:
         policy_rejects = cfg.on_incompatible == "reject"
         rules.insert(

@@ -71,7 +71,7 @@ def _table(header: list[str], rows: list[list[Any]], classes: list[str] | None =
         cls = f' class="{classes[i]}"' if classes else ""
         cells = "".join(
             f'<td class="num">{_num(c)}</td>'
-            if isinstance(c, int | float) and not isinstance(c, bool)
+            if c is None or (isinstance(c, int | float) and not isinstance(c, bool))
             else f"<td>{c if isinstance(c, _Html) else _e(c)}</td>"
             for c in row
         )

@@ -32,9 +32,19 @@ def model_rows(cfg: PipelineConfig, limit: int) -> list[dict[str, Any]]:
     aliases: dict[str, list[str]] = {}
     versions: dict[str, str] = {}
     name = cfg.train.registered_model
+    from mlflow.exceptions import MlflowException
+
+    by_version: dict[str, str] = {}
     for version in client.search_model_versions(f"name='{name}'"):
         versions[version.run_id] = str(version.version)
-        aliases.setdefault(version.run_id, []).extend(version.aliases)
+        by_version[str(version.version)] = version.run_id
+    try:
+        # The registered model holds alias -> version; search results leave aliases out.
+        for alias, number in client.get_registered_model(name).aliases.items():
+            if str(number) in by_version:
+                aliases.setdefault(by_version[str(number)], []).append(alias)
+    except MlflowException:
+        pass  # nothing registered yet: no aliases
     rows = []
     for run in client.search_runs(
         [experiment.experiment_id],
@@ -95,7 +105,10 @@ def models(limit, as_json, state_dir, config, overrides) -> None:
                 for c in columns
             )
         )
-    console().print(table)
+    from rich.console import Console
+
+    # Wide enough for every column whatever the terminal (a pipe reports 80 columns).
+    Console(width=max(console().width, 130)).print(table)
 
 
 @click.command()

@@ -117,7 +117,7 @@ def print_run_summary(
         console.print(f"  {'not run':<18} {', '.join(missing)}")
     if steps.get("gate", {}).get("rules"):
         # Wide enough for the slice rule names whatever the terminal (a pipe reports 80 columns).
-        console.print(gate_table(steps["gate"]), width=max(console.width, 100))
+        Console(width=max(console.width, 110)).print(gate_table(steps["gate"]))
     # soft_wrap: paths and commands must stay on one line to be copied.
     if steps.get("report", {}).get("path"):
         console.print(f"report:     {steps['report']['path']}", soft_wrap=True)
