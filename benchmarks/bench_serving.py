@@ -239,16 +239,16 @@ def benchmark_serving(
             args=(bundle, root / "feast", serve_cfg),
         )
         server.start()
+        pid = server.pid
+        assert pid is not None  # started
         runs = []
         try:
             _wait_ready(serve_cfg.host, serve_cfg.port, server)
             for n_candidates, n_clients in plan:
                 bodies = payloads(n_candidates)
                 # Warm-up: allocator, threads, SQLite pages; one client per worker at least.
-                _load(
-                    serve_cfg.host, serve_cfg.port, bodies[:WARMUP_REQUESTS], max(1, workers), 1.0, server.pid
-                )
-                result = _load(serve_cfg.host, serve_cfg.port, bodies, n_clients, seconds, server.pid)
+                _load(serve_cfg.host, serve_cfg.port, bodies[:WARMUP_REQUESTS], max(1, workers), 1.0, pid)
+                result = _load(serve_cfg.host, serve_cfg.port, bodies, n_clients, seconds, pid)
                 runs.append({"candidates": n_candidates, "concurrency": n_clients, **result})
         finally:
             server.terminate()

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from seqrank.schema import PAD
+from serving import runtime
 from training.batch import Batch
 from training.layers import TargetAttention
 from training.models import CtrModel
@@ -84,7 +85,9 @@ def shared_attention(
 
     `keys` holds only real behaviors (PAD positions score 0 and add nothing, so dropping them is
     exact), each distinct behavior once with `counts` (L',) its repeats: a repeated behavior has
-    the same key, so the same score for every candidate, and counts that many times in the sum. With the first layer split as in TargetAttention, [e, q, e − q, e ⊙ q] W + b =
+    the same key, so the same score for every candidate, and counts that many times in the sum.
+
+    With the first layer split as in TargetAttention, [e, q, e − q, e ⊙ q] W + b =
     q (W_q − W_d + diag(e) W_p) + e (W_e + W_d) + b; per behavior l the bracket is one (D × H_1)
     matrix, so all B·L' first-layer activations are one (B × D) @ (D × L'·H_1) product plus a
     (L', H_1) term computed once, instead of B per-candidate kernels times B copies of the history.
@@ -100,11 +103,16 @@ def shared_attention(
     torch.addcmul((w_q - w_d).t().unsqueeze(1), keys.t().unsqueeze(2), w_p.t().unsqueeze(1), out=kernel[:dim])
     torch.addmm(unit.first.bias, keys, (w_e + w_d).t(), out=kernel[dim])  # (L', H_1)
     query = torch.cat([query, query.new_ones(batch, 1)], dim=1)  # (B, D + 1)
-    hidden = torch.mm(query, kernel.view(dim + 1, length * hidden_1))  # (B, L'·H_1)
-    hidden = _activate(unit, 0, hidden.view(batch * length, hidden_1))  # (B·L', H_1)
-    for i, linear in enumerate(unit.layers, start=1):
-        hidden = _activate(unit, i, linear(hidden))
-    scores = unit.out(hidden).view(batch, length)  # (B, L')
+    flat_kernel = kernel.view(dim + 1, length * hidden_1)
+    session = runtime.session_of(unit)
+    if session is not None:  # the rest of the unit in ONNX Runtime (serving.runtime)
+        scores = session.scores(query, flat_kernel)  # (B, L')
+    else:
+        hidden = torch.mm(query, flat_kernel)  # (B, L'·H_1)
+        hidden = _activate(unit, 0, hidden.view(batch * length, hidden_1))  # (B·L', H_1)
+        for i, linear in enumerate(unit.layers, start=1):
+            hidden = _activate(unit, i, linear(hidden))
+        scores = unit.out(hidden).view(batch, length)  # (B, L')
     if counts is not None:
         scores = scores * counts
     return scores @ keys  # (B, D)

@@ -186,3 +186,33 @@ def test_category_attention_equals_per_candidate_attention(uneven: bool) -> None
             expected[i] = (weights @ keys[real]).flatten()
     assert out.shape == (batch, heads * width)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["din", "sim"])
+def test_onnxruntime_scores_equal_pytorchs(name):
+    # The served runtime (serving.runtime) against eager PyTorch and the model's own forward.
+    from serving import runtime
+
+    model = _model(name)
+    inputs = _inputs(seed=11, history=16, candidates=60)
+    with torch.inference_mode():
+        eager = torch.sigmoid(logits(model, inputs)).numpy()
+        assert runtime.prepare(model, "onnxruntime") == 1  # DIN's unit; SIM's short-term unit
+        assert runtime.session_of(model.attention if name == "din" else model.short_attention) is not None
+        served = torch.sigmoid(logits(model, inputs)).numpy()
+        batch = {key: value.contiguous() for key, value in expand_batch(inputs).items()}
+        reference = torch.sigmoid(model(batch)).numpy()
+        assert runtime.prepare(model, "torch") == 0
+        assert runtime.session_of(model.attention if name == "din" else model.short_attention) is None
+    np.testing.assert_allclose(served, eager, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(served, reference, atol=1e-5, rtol=0)
+    assert np.std(served) > 1e-3
+
+
+def test_non_sigmoid_units_stay_on_pytorch():
+    # The served models' units are sigmoid; a PReLU unit (other models' choice) has no ONNX graph.
+    from serving import runtime
+    from training.layers import TargetAttention
+
+    with pytest.raises(ValueError, match="only the sigmoid unit"):
+        runtime.UnitSession(TargetAttention(8, (6, 4), activation="prelu"))
