@@ -193,7 +193,6 @@ def benchmark_serving(
     seconds: float = 10.0,
     workers: int = 1,
     torch_threads: int = 1,
-    torch_threads_alone: int = 0,
     seq_len: int | None = None,
     sweep: list[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
@@ -206,7 +205,6 @@ def benchmark_serving(
         port=_free_port(),
         workers=workers,
         torch_threads=torch_threads,
-        torch_threads_alone=torch_threads_alone,
         max_candidates=max(2_000, candidates),
     )
     plan = sweep or [(candidates, concurrency)]
@@ -260,7 +258,6 @@ def benchmark_serving(
         "history_events": history,
         "workers": workers,
         "torch_threads": torch_threads,
-        "torch_threads_alone": torch_threads_alone,
         "seconds": seconds,
         "budget_p99_ms": BUDGET_P99_MS,
         "budget_concurrent": BUDGET_CONCURRENT,
@@ -282,9 +279,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="service processes")
     parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads per process")
     parser.add_argument(
-        "--torch-threads-alone", type=int, default=0, help="threads for a request scored alone (0: off)"
-    )
-    parser.add_argument(
         "--sweep",
         nargs="*",
         metavar="CANDIDATES:CONCURRENCY",
@@ -301,7 +295,6 @@ def main() -> None:
         seconds=args.seconds,
         workers=args.workers,
         torch_threads=args.torch_threads,
-        torch_threads_alone=args.torch_threads_alone,
         seq_len=args.seq_len,
         sweep=sweep,  # type: ignore[arg-type]
     )

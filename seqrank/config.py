@@ -326,13 +326,6 @@ class ServeConfig(_Section):
         description="runtime of the activation units' heavy part: ONNX Runtime measured faster "
         "(benchmarks/bench_runtimes.py); torch is the checked fallback (docs/serving.md)",
     )
-    torch_threads_alone: int = Field(
-        0,
-        ge=0,
-        le=64,
-        description="intra-op threads for a request scored while no other is in flight, so idle "
-        "cores shorten it; others keep torch_threads. 0: always torch_threads",
-    )
     feature_timeout_ms: float = Field(
         50.0,
         gt=0,

@@ -12,10 +12,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar, cast
 
@@ -263,8 +263,6 @@ class Service:
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
         self._timeout_s = cfg.feature_timeout_ms / 1000
-        self._inflight = 0
-        self._inflight_lock = threading.Lock()
 
     @staticmethod
     def now_ms() -> int:
@@ -459,8 +457,7 @@ class Service:
             stats,
             indices,
         )
-        with self._scoring():
-            scores = score(bundle, inputs)
+        scores = score(bundle, inputs)
         scored = time.perf_counter()
         order = np.argsort(-scores, kind="stable")  # ties keep the caller's order
         if self.request_log is not None and self.request_log.sampled():
@@ -469,22 +466,6 @@ class Service:
         return self._response(
             bundle, request, order, scores[order], None, (fetched - started, scored - fetched, started)
         )
-
-    @contextmanager
-    def _scoring(self) -> Iterator[None]:
-        """Count the requests being scored; with cfg.torch_threads_alone, one scored alone uses that
-        many intra-op threads (the others' cores are idle), else cfg.torch_threads. torch's setting
-        is per calling thread, so a request thread changes only its own."""
-        with self._inflight_lock:
-            self._inflight += 1
-            alone = self._inflight == 1
-        try:
-            if self.cfg.torch_threads_alone:
-                torch.set_num_threads(self.cfg.torch_threads_alone if alone else self.cfg.torch_threads)
-            yield
-        finally:
-            with self._inflight_lock:
-                self._inflight -= 1
 
     def _degraded(
         self, bundle: Bundle, request: RankRequest, indices: np.ndarray, fault: StoreFault, started: float
