@@ -99,6 +99,15 @@ BUY_DELAY = (180_000, 0.8, 20_000, 900_000)  # after the cart
 DAY_MS = 86_400_000
 HEAVY_USER_BEHAVIORS = 200  # "heavy" users in the long-term statistics
 HISTORY_SLICES = ((0, 50), (50, 200), (200, None))  # hist_end slices the summary reports AUCs on
+
+# The files `generate` writes. Ingest recognises a folder holding them (the events twice, as JSONL
+# and Parquet; the side tables; the oracle and summary, which are no events) by these names.
+EVENTS_JSONL = "events.jsonl"
+EVENTS_PARQUET = "events.parquet"
+USERS_FILE = "users.parquet"
+ITEMS_FILE = "items.parquet"
+ORACLE_FILE = "oracle.parquet"
+SUMMARY_FILE = "summary.json"
 _STAGES = ("catalogue and users", "sessions", "slates and clicks", "timeline", "oracle", "tables")
 _JSONL_CHUNK = 1_000_000
 
@@ -834,12 +843,12 @@ def generate(cfg: GeneratorConfig, out: Path, progress: bool = False) -> dict:
     started = time.perf_counter()
     sim = simulate(cfg, progress=progress)
     with atomic_dir(out) as tmp:
-        _write_jsonl(sim.events, tmp / "events.jsonl")
-        write_table(sim.events, tmp / "events.parquet", RAW_EVENT)
-        write_table(sim.users, tmp / "users.parquet", RAW_USERS)
-        write_table(sim.items, tmp / "items.parquet", RAW_ITEMS)
-        write_table(sim.oracle, tmp / "oracle.parquet", ORACLE)
-        write_json(tmp / "summary.json", sim.summary)
+        _write_jsonl(sim.events, tmp / EVENTS_JSONL)
+        write_table(sim.events, tmp / EVENTS_PARQUET, RAW_EVENT)
+        write_table(sim.users, tmp / USERS_FILE, RAW_USERS)
+        write_table(sim.items, tmp / ITEMS_FILE, RAW_ITEMS)
+        write_table(sim.oracle, tmp / ORACLE_FILE, ORACLE)
+        write_json(tmp / SUMMARY_FILE, sim.summary)
     s = sim.summary
     log.info(
         "generated %d events (%d impressions, ctr %s) in %.1fs: oracle AUC %s, last-50 AUC %s",

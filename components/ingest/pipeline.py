@@ -29,8 +29,9 @@ from components.ingest.graph import WORK, build_pipeline
 from components.ingest.manifest import adapter_manifest, build_manifest, iso_ms, rejection_message, side_info
 from components.ingest.records import MIN_TS_MS
 from components.ingest.shards import NO_LIMIT
-from components.ingest.sources import InputFile, plan
+from components.ingest.sources import InputFile, plan, resolve_inputs
 from seqrank.config import IngestConfig
+from seqrank.errors import InputError
 from seqrank.storage import atomic_dir, file_fingerprint, write_json
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,20 @@ def run(
     # file systems take their settings (credentials, endpoints) from the pipeline options.
     FileSystems.set_options(_runner(cfg)[1])
     if fmt not in ADAPTERS:
+        # A folder is read by its layout (`sources.resolve_inputs`): a `seqrank generate` output
+        # brings its side tables, which side tables passed explicitly override.
+        resolved = resolve_inputs(list(map(str, inputs)), fmt)
+        users = users if users is not None else _local_side(resolved.users, "users")
+        items = items if items is not None else _local_side(resolved.items, "items")
         return _run(
-            inputs, out, cfg, users=users, items=items, vocab_dir=vocab_dir, fmt=fmt, run_window=run_window
+            resolved.events,
+            out,
+            cfg,
+            users=users,
+            items=items,
+            vocab_dir=vocab_dir,
+            fmt=fmt,
+            run_window=run_window,
         )
     if items is not None:
         raise ValueError(f"the {fmt} adapter builds the items table from the data set; do not pass items")
@@ -181,6 +194,18 @@ def run(
             started=started,
             run_window=run_window,
         )
+
+
+def _local_side(path: str | None, name: str) -> Path | None:
+    """A side table found in an input folder, which this process reads, so it must be local."""
+    if path is None:
+        return None
+    if not exchange.is_local(path):
+        raise InputError(
+            f"the {name} table {path} of a generated folder is not on this machine: copy it here and "
+            f"pass it as the {name} side table (--{name})"
+        )
+    return Path(path)
 
 
 def window_ms(start: str | None, end: str | None) -> tuple[int, int]:

@@ -34,7 +34,16 @@ from apache_beam.io.filesystems import FileSystems
 
 from components.ingest.exchange import is_local, open_read, split
 from components.ingest.reasons import CODE
+from seqrank.errors import InputError, InputNotFoundError
 from seqrank.schema import RAW_EVENT
+from simulator.generator import (
+    EVENTS_JSONL,
+    EVENTS_PARQUET,
+    ITEMS_FILE,
+    ORACLE_FILE,
+    SUMMARY_FILE,
+    USERS_FILE,
+)
 
 FORMATS = ("jsonl", "csv", "parquet")
 EXTENSIONS = {
@@ -46,6 +55,8 @@ EXTENSIONS = {
     ".pq": "parquet",
 }
 RAW_FIELDS = tuple(RAW_EVENT.names)
+# The columns that make a file an event log rather than a side table, an oracle or a summary.
+EVENT_COLUMNS = tuple(f.name for f in RAW_EVENT if not f.nullable)
 # Big enough that per-task overhead vanishes, small enough that a worker holds a few at once.
 CHUNK_BYTES = 8 << 20
 _BOM = b"\xef\xbb\xbf"
@@ -119,10 +130,127 @@ def detect_format(path: str, fmt: str) -> str:
     return EXTENSIONS[suffix]
 
 
+@dataclass(frozen=True)
+class ResolvedInputs:
+    """What the inputs name: the event files to read, and side tables found beside them."""
+
+    events: list[str]
+    users: str | None = None
+    items: str | None = None
+
+
+def resolve_inputs(inputs: list[str], fmt: str = "auto") -> ResolvedInputs:
+    """Inputs as given (files, globs, folders) -> the event files, and side tables where known.
+
+    A folder is read by its layout. A `seqrank generate` output (summary.json, oracle.parquet,
+    events, users.parquet, items.parquet) gives its events once (events.jsonl, or events.parquet
+    for fmt=parquet) and its side tables; its oracle and summary are answers, not events. Any other
+    folder must hold event logs only, so that a side table is never read as events: one holding
+    files that are not event logs (no ts, user_id, item_id, event_type) is refused with
+    `InputError`, as is one holding no event log at all. Files and globs are taken as they are.
+    """
+    if not inputs:
+        raise InputError(
+            "no inputs given: pass event log files, a folder of them, or a `seqrank generate` output"
+        )
+    events: list[str] = []
+    users: list[str] = []
+    items: list[str] = []
+    for pattern in map(str, inputs):
+        listing = _folder_files(pattern)
+        if listing is None:
+            matches = expand_inputs([pattern])
+        elif (generated := _generated_layout(listing, fmt)) is not None:
+            matches = [generated.events[0]]
+            users.append(generated.users or "")
+            items.append(generated.items or "")
+        else:
+            matches = _log_folder(pattern, listing)
+        events.extend(m for m in matches if m not in events)
+    if len(users) > 1:
+        raise InputError(
+            f"{len(users)} `seqrank generate` outputs given, each with its own side tables: "
+            "ingest them one at a time, or pass their events files with the side tables to use"
+        )
+    return ResolvedInputs(events, users[0] if users else None, items[0] if items else None)
+
+
+def _folder_files(pattern: str) -> dict[str, str] | None:
+    """A folder's files by name (None when `pattern` is no folder): only files of a log format."""
+    if not is_local(pattern):
+        if glob.has_magic(pattern):
+            return None
+        try:
+            inside = [m.path for m in _match(pattern.rstrip("/") + "/*") if not m.path.endswith("/")]
+        except BeamIOError:
+            return None  # a file, where listing it as a folder is an error
+        return {split(p)[1]: p for p in sorted(inside)} or None
+    path = Path(pattern)
+    if not path.is_dir():
+        return None
+    return {p.name: str(p) for p in sorted(path.iterdir()) if p.is_file()}
+
+
+def _generated_layout(listing: dict[str, str], fmt: str) -> ResolvedInputs | None:
+    """The events and side tables of a `seqrank generate` output; None for any other folder."""
+    if not {SUMMARY_FILE, ORACLE_FILE, USERS_FILE, ITEMS_FILE} <= listing.keys():
+        return None
+    events = EVENTS_PARQUET if fmt == "parquet" else EVENTS_JSONL
+    if events not in listing:
+        return None
+    return ResolvedInputs([listing[events]], listing[USERS_FILE], listing[ITEMS_FILE])
+
+
+def _log_folder(folder: str, listing: dict[str, str]) -> list[str]:
+    """A plain folder's event logs; `InputError` when it also holds other tables, or no logs."""
+    logs = {name: path for name, path in listing.items() if Path(name).suffix.lower() in EXTENSIONS}
+    others = sorted(name for name, path in logs.items() if not _has_event_columns(path))
+    if others:
+        raise InputError(
+            f"folder {folder} mixes event logs with other files ({', '.join(others)}): pass only event "
+            "logs (a folder of them, the files, or a glob) and side tables with --users/--items"
+        )
+    if not logs:
+        raise InputError(
+            f"folder {folder} holds no event log (.jsonl, .csv or .parquet): pass a folder of logs, "
+            "the log files themselves, or a `seqrank generate` output"
+        )
+    return list(logs.values())
+
+
+def _has_event_columns(path: str) -> bool:
+    """Whether a file's first record (JSONL), header (CSV) or schema (Parquet) has the event columns."""
+    kind = EXTENSIONS[Path(split(path)[1]).suffix.lower()]
+    names: set[str] = set()
+    if kind == "parquet":
+        try:
+            with _parquet_file(path) as parquet:
+                names = set(parquet.schema_arrow.names)
+        except (pa.ArrowInvalid, OSError):
+            return False
+    elif kind == "csv":
+        names = set(_csv_header(path)[0])
+    else:
+        with open_read(path) as f:
+            for line in f:
+                if line.strip():
+                    try:
+                        first = json.loads(line.removeprefix(_BOM))
+                    except ValueError:
+                        return False  # e.g. an indented JSON document, whose first line is "{"
+                    names = set(first) if isinstance(first, dict) else set()
+                    break
+            else:
+                return True  # an empty log is still a log; ingest counts its zero records
+    return set(EVENT_COLUMNS) <= names
+
+
 def expand_inputs(inputs: list[str]) -> list[str]:
     """Files, directories and globs -> existing files, in the order given (globs sorted)."""
     if not inputs:
-        raise ValueError("no inputs given")
+        raise InputError(
+            "no inputs given: pass event log files, a folder of them, or a `seqrank generate` output"
+        )
     found: list[str] = []
     for pattern in inputs:
         pattern = str(pattern)
@@ -136,7 +264,7 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         else:
             matches = [pattern] if path.is_file() else []
         if not matches:
-            raise FileNotFoundError(f"input {pattern!r} matches no file")
+            raise InputNotFoundError(f"input {pattern!r} matches no file")
         found.extend(m for m in matches if m not in found)
     return found
 
