@@ -129,7 +129,9 @@ def test_user_sequence_in_feast_online_store(pipeline_run) -> None:
     cfg, paths, runs = pipeline_run
     from serving.features import OnlineFeatures
 
-    data_dir = Path(runs["changed"]["ingest"]["output"])
+    # The live store is the last promoted run's: a rejected run's staged store never went live.
+    promoted = [run for run in (runs["first"], runs["second"], runs["changed"]) if run["gate"]["promote"]]
+    data_dir = Path(promoted[-1]["ingest"]["output"])
     behaviors = pq.read_table(data_dir / "behaviors").to_pylist()
     longest = max(behaviors, key=lambda row: len(row["item"]))
     online = OnlineFeatures(paths.feast).user_sequence(longest["user"])
