@@ -247,6 +247,12 @@ def _run(
     items = Path(items) if items is not None else None
     vocab_dir = Path(vocab_dir) if vocab_dir is not None else None
     files, tasks = plan([str(i) for i in inputs], fmt)
+    if not tasks:
+        # An output without one event would fail every later step further from the cause.
+        raise InputError(
+            f"the inputs hold no records ({', '.join(f.path for f in files)} are empty): "
+            "pass logs with events in them"
+        )
     total_bytes = sum(f.bytes for f in files)
     n_partitions = max(2, min(_MAX_PARTITIONS, math.ceil(total_bytes / _PARTITION_BYTES)))
     # Fixed once here so that every worker judges "in the future" against the same instant.

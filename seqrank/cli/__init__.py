@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from seqrank.cli import audit, bench, features, models, pipeline, steps
+from seqrank.cli import audit, bench, doctor, features, models, pipeline, steps
+from seqrank.cli.common import is_user_error
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The root group: a user error (`common.USER_ERRORS`) ends as one `Error: ...` message and
+    exit 1, whichever command raised it; `--log-level DEBUG` lets it through with its traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as err:
+            if not is_user_error(err) or str(ctx.params.get("log_level", "")).upper() == "DEBUG":
+                raise
+            raise click.ClickException(str(err)) from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="seqrank", prog_name="seqrank", message="%(prog)s %(version)s")
 @click.option(
     "--log-level", default="INFO", show_default=True, help="Logging level for seqrank's own messages."
 )
@@ -31,5 +48,6 @@ for _command in (
     features.features,
     bench.bench,
     audit.audit,
+    doctor.doctor,
 ):
     main.add_command(_command)

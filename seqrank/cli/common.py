@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -12,6 +14,18 @@ from seqrank.paths import StatePaths, keep_state_local
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+# Exceptions that mean "the user asked for something that cannot be done", as module:class names:
+# the CLI entry turns them into one message without importing a step's modules to name them (a
+# raised exception's module is loaded already). Anything else is a bug and keeps its traceback.
+USER_ERRORS = (
+    "seqrank.errors:UserError",
+    "seqrank.config:ConfigError",
+    "seqrank.vocab:MissingVocabError",
+    "components.ingest.pipeline:IngestRejectedError",
+    "components.validate.failures:ValidationFailed",
+    "serving.bundle:BundleError",
+)
 
 CONFIG_HELP = "YAML config (default: the packaged laptop config)."
 SET_HELP = "Override a config field, e.g. --set train.epochs=5 (repeatable)."
@@ -51,3 +65,27 @@ def emit(result: dict[str, Any], as_json: bool) -> None:
     else:
         for key, value in result.items():
             click.echo(f"{key:>28}  {value}")
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether `err` is one of `USER_ERRORS` (or a subclass), i.e. not a bug."""
+    for name in USER_ERRORS:
+        module, cls = name.split(":")
+        loaded = sys.modules.get(module)
+        kind = getattr(loaded, cls, None) if loaded is not None else None
+        if isinstance(kind, type) and isinstance(err, kind):
+            return True
+    return False
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now (as uvicorn binds: with SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # Without it a port left in TIME_WAIT by a service just stopped would count as taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True

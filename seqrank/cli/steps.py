@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from seqrank.cli.common import CONFIG_HELP, SET_HELP, cli_config
+from seqrank.cli.common import CONFIG_HELP, SET_HELP, cli_config, port_free
+from seqrank.errors import PortInUseError
 from seqrank.paths import StatePaths
 
 
@@ -139,8 +140,15 @@ def serve(bundle, feast_dir, host, port, workers, config, overrides) -> None:
     cfg = cli_config(config, overrides, **{"serve.host": host, "serve.port": port, "serve.workers": workers})
     paths = StatePaths.of(cfg)
     bundle = bundle or paths.champion_bundle
+    # Checked before the model loads, so a taken port is said in one line rather than in uvicorn's
+    # log after seconds of loading; a process taking the port in between still fails in uvicorn.
+    if not port_free(cfg.serve.host, cfg.serve.port):
+        raise PortInUseError(
+            f"port {cfg.serve.port} on {cfg.serve.host} is in use: stop what listens there or pass --port"
+        )
     if not (bundle / "bundle.json").exists():
-        raise click.ClickException(f"no serving bundle at {bundle}: run `seqrank run` first")
+        what = "no champion yet" if bundle == paths.champion_bundle else "not a serving bundle"
+        raise click.ClickException(f"{what} ({bundle}): run `seqrank run` first, or pass --bundle")
     run_server(bundle, feast_dir or paths.feast, cfg.serve, request_log_dir=paths.request_log)
 
 
