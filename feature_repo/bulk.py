@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
+import operator
 import sqlite3
 import struct
 import threading
@@ -42,6 +44,8 @@ PUSHED = b"\0" * 8
 # Parameters per SQLite statement (SQLITE_MAX_VARIABLE_NUMBER is 32,766 since 3.32).
 _SQL_VARS = 30_000
 _HELD_SCAN = 50_000  # held keys per page when listing a view's holdings
+# Serialized bytes a bulk load writes before it commits (see SqliteBulk._load_write).
+_LOAD_COMMIT_BYTES = 1 << 30
 
 _STRING, _INT64 = 2, 4  # feast ValueType numbers used by the v3 entity-key encoding
 
@@ -160,6 +164,13 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
+def _pick(items: Sequence[Any], order: Sequence[int]) -> Sequence[Any]:
+    """`items` at positions `order` (itemgetter gathers in C; one position gives a bare item)."""
+    if len(order) == 1:
+        return [items[order[0]]]
+    return operator.itemgetter(*order)(items) if order else []
+
+
 def _page_size(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA page_size").fetchone()[0])
 
@@ -194,8 +205,14 @@ class SqliteBulk:
         self._lock = threading.Lock()
         self._load: dict[str, bool] = {}
         self._run = False
+        self._load_tx = False  # a bulk load's transaction is open (see _load_write)
+        self._load_bytes = 0  # serialized bytes written in it
 
     def begin_run(self) -> None:
+        with self._lock:
+            if self._load_tx:  # a run that failed before its flush: its load never happened
+                self.conn.execute("ROLLBACK")
+                self._load_tx = False
         self._run = True
 
     def _loading(self, view: str) -> bool:
@@ -223,6 +240,9 @@ class SqliteBulk:
                     self.conn.execute(
                         f'CREATE INDEX IF NOT EXISTS "{self.project}_{view}_ek" ON {self._table(view)} (entity_key)'
                     )
+            if self._load_tx:
+                self.conn.execute("COMMIT")
+                self._load_tx = False
             self._load.clear()
             self._run = False
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -234,15 +254,29 @@ class SqliteBulk:
         return f'"{self.project}_{view}__held"'
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, load: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction around a write; inside an open bulk load (or when `load` opens one)
+        the write joins the load's transaction, which `flush` commits."""
         with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+            if load and not self._load_tx:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self._load_tx, self._load_bytes = True, 0
+            joined = self._load_tx
+            if not joined:
+                self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
             except BaseException:
+                # A failed write inside a load rolls the whole load back: rows and holdings
+                # stay together, and the next run loads the table again from empty.
                 self.conn.execute("ROLLBACK")
+                self._load_tx = False
                 raise
-            self.conn.execute("COMMIT")
+            if not joined:
+                self.conn.execute("COMMIT")
+            elif self._load_bytes >= _LOAD_COMMIT_BYTES:
+                self.conn.execute("COMMIT")
+                self._load_tx = False
 
     def _ensure_held(self, conn: sqlite3.Connection, view: str) -> None:
         conn.execute(
@@ -253,9 +287,8 @@ class SqliteBulk:
     def write(self, view: str, rows: Rows, hold: bool = True) -> None:
         if not len(rows):
             return
-        # Sorted by key, so consecutive upserts touch neighbouring index pages.
-        order = sorted(range(len(rows)), key=rows.keys.__getitem__)
-        if self._loading(view):
+        loading = self._loading(view)
+        if loading:
             sql = (
                 f"INSERT OR REPLACE INTO {self._table(view)} (entity_key, feature_name, value, value_text, "
                 "event_ts, created_ts) VALUES (?, ?, ?, ?, ?, NULL)"
@@ -267,23 +300,32 @@ class SqliteBulk:
                 "SET value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
                 "created_ts = excluded.created_ts"
             )
-        names = list(rows.values)
-        seconds = _sqlite_seconds(rows.stamps_us)
-        with self._transaction() as conn:
-            conn.executemany(
-                sql,
-                (
-                    (rows.keys[r], name, rows.values[name][r], rows.texts[name][r], seconds[r])
-                    for r in order
-                    for name in names
-                ),
+        # In primary-key order, (entity_key, feature_name), so consecutive inserts land on
+        # neighbouring pages of the key index. The statement tuples are built by zip and chain
+        # in C: a Python generator per (row, feature) was ~15% of a (user, category) write.
+        order = sorted(range(len(rows)), key=rows.keys.__getitem__)
+        keys = _pick(rows.keys, order)
+        seconds = _pick(_sqlite_seconds(rows.stamps_us), order)
+        per_feature = [
+            zip(
+                keys,
+                itertools.repeat(name),
+                _pick(rows.values[name], order),
+                _pick(rows.texts[name], order),
+                seconds,
             )
+            for name in sorted(rows.values)
+        ]
+        with self._transaction(load=loading) as conn:
+            conn.executemany(sql, itertools.chain.from_iterable(zip(*per_feature, strict=True)))
             if hold:
                 self._ensure_held(conn, view)
                 conn.executemany(
                     f"INSERT OR REPLACE INTO {self._held_table(view)} VALUES (?, ?)",
-                    ((rows.keys[r], rows.digests[r]) for r in order),
+                    zip(keys, _pick(rows.digests, order), strict=True),
                 )
+            if loading:
+                self._load_bytes += sum(len(v) for values in rows.values.values() for v in values)
 
     def delete(self, view: str, keys: Sequence[bytes]) -> None:
         if not keys:
