@@ -152,6 +152,42 @@ def serve(bundle, feast_dir, host, port, workers, config, overrides) -> None:
     run_server(bundle, feast_dir or paths.feast, cfg.serve, request_log_dir=paths.request_log)
 
 
+@click.command(
+    name="feast",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+@click.argument("feast_args", nargs=-1, type=click.UNPROCESSED)
+def feast_cli(config, overrides, feast_args: tuple[str, ...]) -> None:
+    """Run Feast's own CLI on the live feature store, e.g. `seqrank feast feature-views list`.
+
+    The same as `feast -c <state_dir>/feast ...`: the live store's directory holds the
+    feature_store.yaml, registry and online store that the service reads.
+    """
+    import shutil
+    import subprocess
+
+    from feature_repo.store_config import STORE_YAML
+
+    cfg = cli_config(config, overrides)
+    store = StatePaths.of(cfg).feast
+    if not (store / STORE_YAML).is_file():
+        raise click.ClickException(
+            f"no live feature store yet ({store}): run `seqrank run` or `seqrank features materialize` first"
+        )
+    # The venv's own `feast` first: the one on PATH may be another install with another Feast.
+    here = Path(sys.executable).parent / "feast"
+    feast = str(here) if here.is_file() else shutil.which("feast")
+    if feast is None:
+        raise click.ClickException(
+            "no `feast` executable next to this Python or on PATH: reinstall the project"
+        )
+    done = subprocess.run([feast, "-c", str(store), *feast_args], check=False)
+    # Feast has said what went wrong, if anything; its exit code is the answer.
+    sys.exit(done.returncode)
+
+
 @click.command(name="config")
 @click.option("--config", type=click.Path(exists=True), help=CONFIG_HELP)
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
@@ -160,4 +196,4 @@ def show_config(config, overrides) -> None:
     click.echo(cli_config(config, overrides).to_yaml())
 
 
-COMMANDS: tuple[click.Command, ...] = (generate, ingest, validate, train, serve, show_config)
+COMMANDS: tuple[click.Command, ...] = (generate, ingest, validate, train, serve, feast_cli, show_config)
