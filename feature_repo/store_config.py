@@ -2,6 +2,12 @@
 
 Locally: a file registry and a SQLite online store inside the directory. On a cluster: a Redis
 online store and a registry on shared storage (an s3:// or gs:// file), same definitions.
+
+The directory with this file is the one Feast's CLI runs on: the live store is `<state_dir>/feast`
+(`seqrank.paths.StatePaths.feast`), so `feast -c <state_dir>/feast feature-views list`, or
+`seqrank feast feature-views list`. This package holds no such file: its definitions are built by
+`views.definitions` for a data directory, so Feast cannot read them from the modules, and a
+`feast apply` against a folder without them deletes every view.
 """
 
 from __future__ import annotations

@@ -152,6 +152,32 @@ def serve(bundle, feast_dir, host, port, workers, config, overrides) -> None:
     run_server(bundle, feast_dir or paths.feast, cfg.serve, request_log_dir=paths.request_log)
 
 
+# Feast commands that would rebuild the live store from Python definitions in its directory, where
+# there are none (feature_repo.views builds them per data directory): `feast plan` there lists every
+# view and service as deleted, and `apply` would delete them. The features step owns those writes.
+_FEAST_WRITES = {
+    "apply": "seqrank features materialize",
+    "plan": "seqrank features materialize",
+    "teardown": "seqrank features materialize",
+    "materialize": "seqrank features materialize",
+    "materialize-incremental": "seqrank features materialize",
+}
+# Feast's own options that take a value, to find its subcommand after them.
+_FEAST_VALUE_OPTIONS = {"-c", "--chdir", "-f", "--feature-store-yaml", "--log-level"}
+
+
+def _feast_subcommand(args: tuple[str, ...]) -> str | None:
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _FEAST_VALUE_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 @click.command(
     name="feast",
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
@@ -163,13 +189,20 @@ def feast_cli(config, overrides, feast_args: tuple[str, ...]) -> None:
     """Run Feast's own CLI on the live feature store, e.g. `seqrank feast feature-views list`.
 
     The same as `feast -c <state_dir>/feast ...`: the live store's directory holds the
-    feature_store.yaml, registry and online store that the service reads.
+    feature_store.yaml, registry and online store that the service reads. Reads only: apply, plan,
+    teardown and materialize are refused (the features step writes the store).
     """
     import shutil
     import subprocess
 
     from feature_repo.store_config import STORE_YAML
 
+    command = _feast_subcommand(feast_args)
+    if command in _FEAST_WRITES:
+        raise click.UsageError(
+            f"`feast {command}` on the live store would drop its views (their definitions are built by "
+            f"the features step, not read from the store's folder): use `{_FEAST_WRITES[command]}`"
+        )
     cfg = cli_config(config, overrides)
     store = StatePaths.of(cfg).feast
     if not (store / STORE_YAML).is_file():

@@ -53,3 +53,11 @@ def test_seqrank_feast_before_any_store(tmp_path: Path) -> None:
         f"Error: no live feature store yet ({tmp_path / 'feast'}): "
         "run `seqrank run` or `seqrank features materialize` first"
     )
+
+
+@pytest.mark.parametrize("args", [["apply"], ["--log-level", "INFO", "plan"], ["teardown"]])
+def test_seqrank_feast_refuses_what_would_drop_the_live_views(args: list[str], state: Path) -> None:
+    result = CliRunner().invoke(main, ["feast", "--set", f"state_dir={state}", *args])
+    assert result.exit_code == 2
+    assert "would drop its views" in result.stderr and "seqrank features materialize" in result.stderr
+    assert "Traceback" not in result.output
