@@ -58,3 +58,12 @@ def test_version_comes_from_the_package_metadata() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert result.output == f"seqrank {importlib.metadata.version('seqrank')}\n"
+
+
+def test_shell_completion_is_clicks() -> None:
+    env = {"_SEQRANK_COMPLETE": "bash_source"}
+    script = CliRunner().invoke(main, [], env=env, prog_name="seqrank")
+    assert script.exit_code == 0 and "_seqrank_completion()" in script.output
+    env = {"_SEQRANK_COMPLETE": "bash_complete", "COMP_WORDS": "seqrank doc", "COMP_CWORD": "1"}
+    words = CliRunner().invoke(main, [], env=env, prog_name="seqrank")
+    assert words.output.split() == ["plain,doctor"]
