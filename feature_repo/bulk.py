@@ -77,16 +77,25 @@ def entity_keys(join_keys: Sequence[str], columns: Sequence[np.ndarray]) -> list
 
 
 def digests(values: Mapping[str, Sequence[bytes]], stamps_us: np.ndarray) -> list[bytes]:
-    """8-byte content digest per row: its event time and every feature's serialized value."""
+    """8-byte content digest per row: its event time and every feature's serialized value.
+
+    The hashed bytes are, per row, `<q` event time then per feature (sorted by name) `<I` length
+    and value. The fixed-width parts between values are laid out for all rows at once with numpy
+    (the stamp and first length, then each further length), so Python only joins and hashes:
+    a `struct.pack` per value was two thirds of the digest time.
+    """
     names = sorted(values)
-    out = []
-    for r, stamp in enumerate(stamps_us.tolist()):
-        parts = [struct.pack("<q", stamp)]
-        for name in names:
-            value = values[name][r]
-            parts += (struct.pack("<I", len(value)), value)
-        out.append(hashlib.blake2b(b"".join(parts), digest_size=8).digest())
-    return out
+    rows = len(stamps_us)
+    if not names:
+        return [hashlib.blake2b(struct.pack("<q", s), digest_size=8).digest() for s in stamps_us.tolist()]
+    lengths = [np.fromiter(map(len, values[name]), dtype="<u4", count=rows) for name in names]
+    head = np.empty(rows, dtype=[("stamp", "<q"), ("size", "<u4")])
+    head["stamp"], head["size"] = stamps_us, lengths[0]
+    parts: list[Sequence[bytes]] = [head.view("V12").tolist(), values[names[0]]]
+    for name, size in zip(names[1:], lengths[1:], strict=True):
+        parts += [size.view("V4").tolist(), values[name]]
+    blake2b, join = hashlib.blake2b, b"".join
+    return [blake2b(join(row), digest_size=8).digest() for row in zip(*parts, strict=True)]
 
 
 @dataclass
@@ -145,6 +154,9 @@ class Bulk(Protocol):
 
     def flush(self) -> None:
         """End of a run: finish bulk loads and fold everything written into the store's main file."""
+
+    def abort(self) -> None:
+        """A run failed before `flush`: undo its unfinished bulk loads (rows and holdings)."""
 
 
 def _sqlite_seconds(stamps_us: np.ndarray) -> list[int]:
@@ -232,14 +244,26 @@ class SqliteBulk:
             self._load[view] = empty
         return self._load[view]
 
+    def _restore_indexes(self) -> None:
+        for view, loaded in self._load.items():
+            if loaded:
+                # Feast's own index, as its `apply` creates it (it would re-create it too).
+                self.conn.execute(
+                    f'CREATE INDEX IF NOT EXISTS "{self.project}_{view}_ek" ON {self._table(view)} (entity_key)'
+                )
+
+    def abort(self) -> None:
+        with self._lock:
+            if self._load_tx:
+                self.conn.execute("ROLLBACK")
+                self._load_tx = False
+            self._restore_indexes()  # the tables are back to empty (or to the last 1 GiB commit)
+            self._load.clear()
+            self._run = False
+
     def flush(self) -> None:
         with self._lock:
-            for view, loaded in self._load.items():
-                if loaded:
-                    # Feast's own index, as its `apply` creates it (it would re-create it too).
-                    self.conn.execute(
-                        f'CREATE INDEX IF NOT EXISTS "{self.project}_{view}_ek" ON {self._table(view)} (entity_key)'
-                    )
+            self._restore_indexes()
             if self._load_tx:
                 self.conn.execute("COMMIT")
                 self._load_tx = False
@@ -325,7 +349,7 @@ class SqliteBulk:
                     zip(keys, _pick(rows.digests, order), strict=True),
                 )
             if loading:
-                self._load_bytes += sum(len(v) for values in rows.values.values() for v in values)
+                self._load_bytes += sum(sum(map(len, values)) for values in rows.values.values())
 
     def delete(self, view: str, keys: Sequence[bytes]) -> None:
         if not keys:
@@ -473,6 +497,9 @@ class RedisBulk:
 
     def flush(self) -> None:
         """Nothing to do: Redis persists by its own configuration (RDB snapshots, AOF)."""
+
+    def abort(self) -> None:
+        """Nothing to undo: every write was already whole (rows before their holdings)."""
 
     def held_keys(self, view: str) -> Iterator[list[bytes]]:
         cursor = 0

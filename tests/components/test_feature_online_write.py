@@ -118,3 +118,39 @@ def test_read_bounded_caps_batch_bytes_across_row_groups(tmp_path):
     assert sum(b.num_rows for b in batches) == n
     assert max(b.nbytes for b in batches) <= 200_000 + 8 * length + 8
     assert pa.Table.from_batches(batches).equals(table)
+
+
+def _schema(feast_dir: Path) -> list[tuple]:
+    with contextlib.closing(sqlite3.connect(feast_dir / "online.db")) as conn:
+        return conn.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE '%__held%' ORDER BY name"
+        ).fetchall()
+
+
+def test_bulk_load_keeps_feasts_schema(stores):
+    # Tables and indexes exactly as Feast's `update` creates them (the entity_key index is
+    # dropped for a load and built again at its end; the primary-key index stays throughout).
+    ours, reference, _, _ = stores
+    assert _schema(ours) == _schema(reference)
+
+
+def test_a_load_cut_short_rolls_back_and_the_next_run_completes_it(tmp_path, stores):
+    from components import features
+    from feature_repo import VIEWS
+
+    _, reference, _, _ = stores
+    ingest = make_ingest_dir(tmp_path / "ingest")
+
+    def fail_midway(stage: str, rows: int) -> None:
+        if stage == "online user_category_behavior":
+            raise RuntimeError("cut short")
+
+    with pytest.raises(RuntimeError, match="cut short"):
+        features.run(ingest, tmp_path / "feast", CFG, on_chunk=fail_midway)
+    # The load is one transaction: nothing of it, rows or holdings, reached the file, and the
+    # tables keep Feast's schema.
+    assert online_rows(tmp_path / "feast", "user_behavior") == []
+    assert _schema(tmp_path / "feast") == _schema(reference)
+    features.run(ingest, tmp_path / "feast", CFG)
+    for view in VIEWS:
+        assert online_rows(tmp_path / "feast", view) == online_rows(reference, view), view
