@@ -10,13 +10,22 @@ import click
 from seqrank.cli.common import CONFIG_HELP, SET_HELP, cli_config, emit
 
 
+def _registry_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A model name of the registry, else a usage error listing the valid ones (no traceback)."""
+    from training.models import MODELS
+
+    if value not in MODELS:
+        raise click.BadParameter(f"unknown model {value!r}; valid names: {', '.join(sorted(MODELS))}")
+    return value
+
+
 @click.group()
 def bench() -> None:
     """Measure the speed budgets of the design (JSON with --json)."""
 
 
 @bench.command(name="train")
-@click.option("--model", default="din", show_default=True, help="Registry name.")
+@click.option("--model", default="din", show_default=True, callback=_registry_name, help="Registry name.")
 @click.option("--seq-len", type=int, default=100, show_default=True, help="History length L.")
 @click.option("--dim", type=int, default=16, show_default=True, help="Embedding dim D.")
 @click.option("--batch", type=int, default=1024, show_default=True, help="Batch size.")
@@ -110,7 +119,13 @@ def bench_features(history: int, categories: int, users: int, reads: int, store:
 
 
 @bench.command(name="serve")
-@click.option("--model", default="din", show_default=True, help="Registry name (its real shapes, untrained).")
+@click.option(
+    "--model",
+    default="din",
+    show_default=True,
+    callback=_registry_name,
+    help="Registry name (its real shapes, untrained).",
+)
 @click.option("--candidates", type=int, default=500, show_default=True, help="Candidates per request.")
 @click.option(
     "--history", type=int, default=1_000, show_default=True, help="Behaviors per user in the store."

@@ -133,3 +133,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("command", ["train", "serve"])
+def test_bench_with_an_unknown_model_is_a_usage_error(command: str) -> None:
+    result = CliRunner().invoke(main, ["bench", command, "--model", "nope"])
+    assert result.exit_code == 2
+    assert "unknown model 'nope'; valid names: " in result.output and "sim" in result.output
+    assert "Traceback" not in result.output
