@@ -154,3 +154,16 @@ def test_a_load_cut_short_rolls_back_and_the_next_run_completes_it(tmp_path, sto
     features.run(ingest, tmp_path / "feast", CFG)
     for view in VIEWS:
         assert online_rows(tmp_path / "feast", view) == online_rows(reference, view), view
+
+
+def test_a_load_committed_in_parts_equals_one_committed_at_the_end(tmp_path, stores, monkeypatch):
+    from components import features
+    from feature_repo import VIEWS, bulk
+
+    _, reference, _, _ = stores
+    # Every write passes the threshold: the load commits after each and opens a new transaction.
+    monkeypatch.setattr(bulk, "_LOAD_COMMIT_BYTES", 1)
+    features.run(make_ingest_dir(tmp_path / "ingest"), tmp_path / "feast", CFG)
+    assert _schema(tmp_path / "feast") == _schema(reference)
+    for view in VIEWS:
+        assert online_rows(tmp_path / "feast", view) == online_rows(reference, view), view
