@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -273,6 +274,11 @@ def test_unreachable_store_fails_readiness_and_the_process_stays_up(env):
         readiness = http.get("/readyz")
         assert readiness.status_code == 503
         assert any(p.startswith("store:") for p in readiness.json()["problems"])
+        # The bundle loads in the background (with its runtime sessions): rank once it is in.
+        deadline = time.monotonic() + 60
+        while not http.get("/healthz").json()["loaded"]:
+            assert time.monotonic() < deadline, "the bundle did not load"
+            time.sleep(0.1)
         body = http.post("/v1/rank", json={"user_id": "u1", "candidates": ["a", "b"]}).json()
         assert body["degraded"] is True and body["degraded_reason"] == "store_unavailable"
         assert http.get("/healthz").status_code == 200
