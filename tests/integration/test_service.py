@@ -239,6 +239,15 @@ def _popularity_order(env: dict[str, Path], indices: np.ndarray) -> list[int]:
     return np.argsort(-clicks, kind="stable").tolist()
 
 
+def _wait_loaded(http: httpx.Client, timeout_s: float = 60) -> None:
+    # A service started without waiting for /readyz loads its bundle (and the bundle's runtime
+    # sessions, ~1 s the first time) in the background; /v1/rank answers 503 until then.
+    deadline = time.monotonic() + timeout_s
+    while not http.get("/healthz").json()["loaded"]:
+        assert time.monotonic() < deadline, "the bundle did not load"
+        time.sleep(0.1)
+
+
 def test_slow_store_gives_the_degraded_answer_not_a_hang(env):
     users, items = raw_ids(env["ingest"], "user"), raw_ids(env["ingest"], "item")
     indices = np.arange(1, 21, dtype=np.int64)
@@ -248,6 +257,7 @@ def test_slow_store_gives_the_degraded_answer_not_a_hang(env):
     overrides = ("serve.fault_store_delay_ms=300", "serve.feature_timeout_ms=50")
     slow = service_process(env["din"], env["feast"], env["root"] / "state-slow", *overrides, ready=False)
     with slow as base, httpx.Client(base_url=base, timeout=30) as http:
+        _wait_loaded(http)
         body = None
         for _ in range(200):  # until the item table (read at 300 ms per chunk) is in
             body = http.post("/v1/rank", json={"user_id": users[LONG_USER], "candidates": candidates}).json()
@@ -274,11 +284,7 @@ def test_unreachable_store_fails_readiness_and_the_process_stays_up(env):
         readiness = http.get("/readyz")
         assert readiness.status_code == 503
         assert any(p.startswith("store:") for p in readiness.json()["problems"])
-        # The bundle loads in the background (with its runtime sessions): rank once it is in.
-        deadline = time.monotonic() + 60
-        while not http.get("/healthz").json()["loaded"]:
-            assert time.monotonic() < deadline, "the bundle did not load"
-            time.sleep(0.1)
+        _wait_loaded(http)
         body = http.post("/v1/rank", json={"user_id": "u1", "candidates": ["a", "b"]}).json()
         assert body["degraded"] is True and body["degraded_reason"] == "store_unavailable"
         assert http.get("/healthz").status_code == 200
