@@ -102,6 +102,11 @@ class StatePaths:
         return self.serving / "champion"
 
     @property
+    def logs(self) -> Path:
+        """One log per local pipeline run: every step's output, which the console leaves out."""
+        return self.root / "logs"
+
+    @property
     def reports(self) -> Path:
         """One self-contained HTML report per pipeline run."""
         return self.root / "reports"

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from seqrank.cli.common import CONFIG_HELP, SET_HELP, cli_config, console
 from seqrank.config import PipelineConfig
 from seqrank.paths import StatePaths
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from pipelines.progress import StepEvent
 
 
 def _generated_logs(cfg: PipelineConfig) -> Path:
@@ -38,13 +47,25 @@ def _generated_logs(cfg: PipelineConfig) -> Path:
 @click.option(
     "--no-cache", is_flag=True, help="Run every step, even ingest and validation of unchanged inputs."
 )
-def run(config, overrides, state_dir, start_date, end_date, no_cache) -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Stream every step's logs to the console (they always go to the log).",
+)
+def run(config, overrides, state_dir, start_date, end_date, no_cache, verbose) -> None:
     """Run the whole pipeline locally through Kubeflow's subprocess runner.
 
     Ingest (Beam) → validate (Great Expectations) → features (Feast) → train (PyTorch, MLflow)
     → gate (challenger vs champion) → deploy (champion alias + serving bundle).
+
+    The console shows a line per step; the steps' own logs go to a file under the state dir's
+    logs/ (named at the start), streamed as they come with --verbose.
     """
+    from rich.console import Console
+
     from pipelines.local import run_local
+    from pipelines.progress import captured_run
     from seqrank.cli.report import print_run_summary
 
     cfg = cli_config(config, overrides, state_dir=str(state_dir) if state_dir else None)
@@ -53,22 +74,96 @@ def run(config, overrides, state_dir, start_date, end_date, no_cache) -> None:
     if not inputs:
         raw = _generated_logs(cfg)
         inputs, users, items = [str(raw / "events.jsonl")], raw / "users.parquet", raw / "items.parquet"
+    log = StatePaths.of(cfg).logs / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    # Bound to the console as it is now: inside the run stdout and stderr go to the log.
+    out = Console(file=sys.stdout, highlight=False)
+    out.print(f"[bold]seqrank run[/] model {cfg.model.name}; step logs: {log}", soft_wrap=True)
+    lines = StepLines(out, spinner=out.is_terminal and not verbose)
     start = time.perf_counter()
     try:
-        steps = run_local(
-            cfg,
-            inputs,
-            users,
-            items,
-            start_date=start_date or "",
-            end_date=end_date or "",
-            caching=not no_cache,
-        )
-    except RuntimeError as err:
+        with captured_run(log, lines, echo=sys.stdout if verbose else None):
+            steps = run_local(
+                cfg,
+                inputs,
+                users,
+                items,
+                start_date=start_date or "",
+                end_date=end_date or "",
+                caching=not no_cache,
+            )
+    except RuntimeError:
+        where = f" in step {lines.failed}" if lines.failed else ""
         raise click.ClickException(
-            f"pipeline run failed after {time.perf_counter() - start:.0f}s: {err}"
+            f"pipeline run failed after {time.perf_counter() - start:.0f}s{where}; its logs: {log}"
         ) from None
-    print_run_summary(console(), cfg, steps, time.perf_counter() - start)
+    finally:
+        lines.stop()
+    print_run_summary(out, cfg, steps, time.perf_counter() - start, log)
+
+
+class StepLines:
+    """One console line per finished step (✓ name, seconds, or cached; ✗ with the step's error),
+    and on a terminal a spinner with the running step's elapsed time."""
+
+    def __init__(self, console: Console, *, spinner: bool) -> None:
+        self.console = console
+        self.failed = ""
+        self._spinner = spinner
+        self._live: Progress | None = None
+
+    def __call__(self, event: StepEvent) -> None:
+        self.stop()
+        if event.kind == "start":
+            if self._spinner:
+                from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+                self._live = Progress(
+                    SpinnerColumn(),
+                    TextColumn("{task.description}"),
+                    TimeElapsedColumn(),
+                    console=self.console,
+                    transient=True,
+                    redirect_stdout=False,
+                    redirect_stderr=False,
+                )
+                self._live.add_task(event.step)
+                self._live.start()
+        elif event.kind == "done":
+            self.console.print(f"  [green]✓[/] {event.step:<18} {event.seconds:6.1f}s")
+        elif event.kind == "retry":
+            self.console.print(f"      retrying: {event.detail}")
+        elif event.kind == "cached":
+            self.console.print(f"  [green]✓[/] {event.step:<18} cached (same inputs as an earlier run)")
+        else:
+            self.failed = event.step
+            self.console.print(f"  [red]✗[/] {event.step:<18} failed after {event.seconds:.1f}s")
+            reason = failure_reason(event.tail)
+            for line in reason:
+                self.console.print(f"      {line}", soft_wrap=True, markup=False)
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Interrupt)\w*: ")
+
+
+def failure_reason(tail: list[str], most: int = 12) -> list[str]:
+    """What to show of a failed step's last lines: the exception it ended with (its message's
+    lines too), else the last few lines."""
+    raised = [i for i, line in enumerate(tail) if _EXCEPTION_LINE.match(line.strip())]
+    if not raised:
+        return [line.rstrip() for line in tail if line.strip()][-5:]
+    first = tail[raised[-1]]
+    indent = len(first) - len(first.lstrip())
+    reason = [first.strip()]
+    for line in tail[raised[-1] + 1 :]:
+        if not line.strip() or len(reason) == most:
+            break
+        reason.append(line[indent:].rstrip())
+    return reason
 
 
 @click.command(name="compile")

@@ -103,10 +103,14 @@ def gate_table(gate: dict[str, Any]) -> Table:
 
 
 def print_run_summary(
-    console: Console, cfg: PipelineConfig, steps: dict[str, dict[str, Any]], seconds: float
+    console: Console,
+    cfg: PipelineConfig,
+    steps: dict[str, dict[str, Any]],
+    seconds: float,
+    log: Path | None = None,
 ) -> None:
     """Print one line per step of a run (`pipelines.local.run_local`'s result), the gate table,
-    and where the report, MLflow and the service are."""
+    where the report, the run's log, MLflow and the service are, and how to run a challenger."""
     paths = StatePaths.of(cfg)
     run_name = steps.get("train", {}).get("pipeline_run", "")
     console.print(f"[bold]seqrank run {run_name}[/] ({seconds:.0f}s)", soft_wrap=True)
@@ -121,6 +125,8 @@ def print_run_summary(
     # soft_wrap: paths and commands must stay on one line to be copied.
     if steps.get("report", {}).get("path"):
         console.print(f"report:     {steps['report']['path']}", soft_wrap=True)
+    if log is not None:
+        console.print(f"log:        {log}", soft_wrap=True)
     console.print(f"state dir:  {paths.root}", soft_wrap=True)
     if paths.mlflow_uri.startswith(("http://", "https://")):
         console.print(f"MLflow UI:  {paths.mlflow_uri}", soft_wrap=True)
@@ -131,10 +137,17 @@ def print_run_summary(
         request = json.dumps(example_request(paths.champion_bundle, ingest_dir))
         console.print(f"serve:      seqrank serve --set state_dir={paths.root}", soft_wrap=True)
         console.print(
-            f"then:       curl -s localhost:{cfg.serve.port}/rank -H 'content-type: application/json' "
+            f"then:       curl -s localhost:{cfg.serve.port}/v1/rank -H 'content-type: application/json' "
             f"-d '{request}'",
             soft_wrap=True,
         )
+    # Another model on the same data: the gate compares it with this run's champion.
+    other = "din" if cfg.model.name != "din" else "sim"
+    state = "" if cfg.state_dir.resolve() == Path(".seqrank").resolve() else f" --state-dir {paths.root}"
+    console.print(
+        f"challenger: seqrank run --set model.name={other}{state}   (the gate compares it with the champion)",
+        soft_wrap=True,
+    )
 
 
 def example_request(bundle: Path, ingest_dir: Path | None = None, candidates: int = 5) -> dict[str, Any]:
