@@ -167,7 +167,7 @@ class FeatureConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: str = Field("din", description="model registry name")
+    name: str = Field("sim", description="model registry name (sim: the zoo's best on long histories)")
     embedding_dim: int = Field(16, gt=0, le=512)
     seq_len: int = Field(50, gt=0, description="short-term history window the model attends over")
     attention_hidden: list[int] = Field(default_factory=lambda: [80, 40])

@@ -139,7 +139,7 @@ def test_schedule_sends_the_compiled_pipeline_with_no_local_path(kfp_api, tmp_pa
     params = body["runtime_config"]["parameters"]
     assert params["inputs"] == ["gs://logs/events/*.jsonl"]
     assert "/mnt/seqrank" in params["config_yaml"]
-    assert params["model_name"] == "din"
+    assert params["model_name"] == "sim"  # the default config's model
 
     # The client sends the compiled file's two documents: the pipeline and its Kubernetes settings.
     spec = body["pipeline_spec"]["pipeline_spec"]

@@ -9,7 +9,7 @@ from seqrank.config import ConfigError, load_config, parse_overrides
 
 def test_default_config_loads_and_round_trips(tmp_path: Path) -> None:
     cfg = load_config()
-    assert cfg.model.name == "din"
+    assert cfg.model.name == "sim"
     assert cfg.state_dir == Path(".seqrank")
     dumped = tmp_path / "cfg.yaml"
     dumped.write_text(cfg.to_yaml())
