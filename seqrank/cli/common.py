@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from typing import TYPE_CHECKING, Any
@@ -27,12 +28,15 @@ USER_ERRORS = (
     "serving.bundle:BundleError",
 )
 
-CONFIG_HELP = "YAML config (default: the packaged laptop config)."
+CONFIG_ENV = "SEQRANK_CONFIG"
+CONFIG_HELP = f"YAML config (default: the file ${CONFIG_ENV} names, else the packaged laptop config)."
 SET_HELP = "Override a config field, e.g. --set train.epochs=5 (repeatable)."
 
 
 def cli_config(config: str | None, overrides: tuple[str, ...], **fields: Any) -> PipelineConfig:
-    """Load and validate the config; flags given on the command line become overrides."""
+    """Load and validate the config (`--config`, else $SEQRANK_CONFIG, else the packaged one);
+    flags given on the command line become overrides."""
+    config = config or os.environ.get(CONFIG_ENV) or None
     extra = [f"{key}={json.dumps(value)}" for key, value in fields.items() if value is not None]
     try:
         cfg = load_config(config, [*extra, *overrides])
