@@ -36,9 +36,13 @@ def main(log_level: str) -> None:
       seqrank run                 # whole pipeline on generated logs, embedded defaults
       seqrank serve               # rank candidates with the champion model over HTTP
     """
+    import os
+
     from seqrank.log import setup_logging
 
     setup_logging(log_level.upper())
+    # MLflow draws a tqdm bar for every artifact it fetches; a command's own lines say what it did.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 for _command in (

@@ -29,7 +29,7 @@ def _generated_logs(cfg: PipelineConfig) -> Path:
     key = hashlib.sha256(cfg.generator.model_dump_json().encode()).hexdigest()[:12]
     out = StatePaths.of(cfg).raw / f"generated-{key}"
     if not (out / "summary.json").exists():
-        console().print(f"[bold]generating logs[/] into {out}")
+        console().print(f"[bold]generating logs[/] into {out}", soft_wrap=True)
         run_generator(cfg.generator, out, progress=True)
     return out
 
