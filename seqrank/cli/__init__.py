@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
@@ -36,8 +37,6 @@ def main(log_level: str) -> None:
       seqrank run                 # whole pipeline on generated logs, embedded defaults
       seqrank serve               # rank candidates with the champion model over HTTP
     """
-    import os
-
     from seqrank.log import setup_logging
 
     setup_logging(log_level.upper())

@@ -34,6 +34,7 @@ import yaml
 from seqrank.config import DEFAULT_CONFIG, from_dict, load_config
 from tests.helpers.docs import Block, blocks, commands, printed_pattern, transcript
 from tests.helpers.pipeline import TINY
+from tests.helpers.serving import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -50,20 +51,12 @@ def _of(kind: str) -> list[Any]:
     return [pytest.param(block, id=block.where) for block in ALL if block.kind == kind]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Scratch:
     """The directory the docs' commands run in, its environment, and what the commands printed."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.serve_port, self.mlflow_port = _free_port(), _free_port()
+        self.serve_port, self.mlflow_port = free_port(), free_port()
         (root / ".venv").symlink_to(Path(sys.prefix))
         for name in LINKED:
             (root / name).symlink_to(REPO / name)
@@ -293,10 +286,24 @@ def _merged(base: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("block", _of("config"))
 def test_doc_config_fragments_validate(block: Block) -> None:
+    """Merged into the default config, a fragment validates (unknown keys are refused) and its
+    values are the validated config's."""
     fragment = yaml.safe_load(block.text)
     cfg = from_dict(_merged(yaml.safe_load(DEFAULT_CONFIG.read_text()), fragment), block.where)
-    section, fields = next(iter(fragment.items()))
-    assert getattr(cfg, section) is not None and fields
+    assert fragment and _holds(cfg.model_dump(mode="json"), fragment), f"{block.where}: not what validated"
+
+
+def _holds(validated: Any, fragment: Any) -> bool:
+    """Every value the fragment sets is the validated config's (which adds the defaults)."""
+    if isinstance(fragment, dict):
+        return isinstance(validated, dict) and all(_holds(validated.get(k), v) for k, v in fragment.items())
+    if isinstance(fragment, list):
+        return (
+            isinstance(validated, list)
+            and len(validated) == len(fragment)
+            and all(map(_holds, validated, fragment))
+        )
+    return bool(validated == fragment)
 
 
 @pytest.mark.parametrize("block", _of("request"))

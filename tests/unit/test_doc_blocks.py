@@ -62,6 +62,6 @@ def test_transcript_pairs_commands_with_what_they_print() -> None:
 
 def test_printed_pattern_stands_for_paths_and_elisions() -> None:
     pattern = printed_pattern("state: /path/to/.seqrank (... free)")
-    assert pattern.fullmatch("state: /home/me/work/.seqrank (12 GiB free)")
+    assert pattern.fullmatch("state: /srv/runs/.seqrank (12 GiB free)")
     assert pattern.fullmatch("state: /.seqrank (1 free)")
     assert not pattern.fullmatch("state: relative/.seqrank (1 free)")
