@@ -23,6 +23,7 @@ from feature_repo import (
     push_behaviors,
 )
 from feature_repo.bulk import entity_keys
+from feature_repo.encoding import decode_int64_lists
 from seqrank.schema import SEQUENCE_FEATURES
 from training.dense import STATS_COLUMNS
 
@@ -73,14 +74,19 @@ class OnlineFeatures:
         self._on_read = on_read
         log.info("online features from %s (project %s)", self.feast_dir, self.store.project)
 
-    def _read(self, view: Any, ids: Mapping[str, Sequence[int]], features: list[str]) -> list[Any]:
+    def _read(
+        self, view: Any, ids: Mapping[str, Sequence[int]], features: list[str], lists: bool = False
+    ) -> list[Any]:
         """Each entity's feature values ({feature: Value proto}, None when absent) under the lock,
-        timed (and delayed in fault drills). `ids`: join key → (R,) ids, one entity per position."""
+        timed (and delayed in fault drills). `ids`: join key → (R,) ids, one entity per position.
+        With `lists` (int64 list features) {feature: int64 array} instead, empty when absent."""
         started = time.perf_counter()
         if self._read_delay_s > 0:
             time.sleep(self._read_delay_s)
         with self._lock:
-            if self._sqlite is not None:
+            if self._sqlite is not None and lists:
+                rows = _int64_rows(self._sqlite.read_bytes(view, ids, features), features)
+            elif self._sqlite is not None:
                 rows = self._sqlite.read(view, ids, features)
             else:
                 keys = [
@@ -91,6 +97,8 @@ class OnlineFeatures:
                     values
                     for _, values in self._provider.online_read(self.store.config, view, keys, features)
                 ]
+                if lists:
+                    rows = [decode_arrays(values, features) for values in rows]
         if self._on_read is not None:
             self._on_read(view.name, time.perf_counter() - started)
         return rows
@@ -120,8 +128,8 @@ class OnlineFeatures:
         """
         if user <= 0:
             return decode_arrays(None, SEQUENCE_FEATURES)
-        [values] = self._read(self._user_view, {"user": [user]}, list(SEQUENCE_FEATURES))
-        return decode_arrays(values, SEQUENCE_FEATURES)
+        [arrays] = self._read(self._user_view, {"user": [user]}, list(SEQUENCE_FEATURES), lists=True)
+        return arrays
 
     def push(self, events: Iterable[Behavior | tuple[int, int, int, int]]) -> dict[str, int]:
         """Append new (user, item, category, ts) behaviors to the online sequences; next reads see them.
@@ -142,11 +150,8 @@ class OnlineFeatures:
         if user <= 0:
             return {c: decode_arrays(None, CATEGORY_SEQUENCE_FEATURES) for c in wanted}
         ids = {"user": [user] * len(wanted), "category": wanted}
-        rows = self._read(self._category_view, ids, list(CATEGORY_SEQUENCE_FEATURES))
-        return {
-            c: decode_arrays(values, CATEGORY_SEQUENCE_FEATURES)
-            for c, values in zip(wanted, rows, strict=True)
-        }
+        rows = self._read(self._category_view, ids, list(CATEGORY_SEQUENCE_FEATURES), lists=True)
+        return dict(zip(wanted, rows, strict=True))
 
     def item_stats(self, items: np.ndarray) -> dict[str, np.ndarray]:
         """The latest item_stats row of each item: STATS_COLUMNS → (B,) int64 arrays in the order of
@@ -171,6 +176,17 @@ class OnlineFeatures:
         return {name: per_item[name][inverse] for name in STATS_COLUMNS}
 
 
+def _int64_rows(rows: list[dict[str, bytes] | None], features: list[str]) -> list[dict[str, np.ndarray]]:
+    """{feature: int64 array} per row of serialized int64-list Values, decoded in one pass
+    (feature_repo.encoding.decode_int64_lists); a row or feature that is absent reads empty."""
+    blobs = [(row.get(name) if row else None) or b"" for row in rows for name in features]
+    arrays = iter(decode_int64_lists(blobs))
+    return [{name: next(arrays) for name in features} for _ in rows]
+
+
+_MMAP_BYTES = 1 << 31
+
+
 class _SqliteReader:
     """Reads of Feast's SQLite online tables: one query per request, keys serialized at once."""
 
@@ -181,6 +197,11 @@ class _SqliteReader:
         # Its own connection: the features step writes in WAL mode, so reads see committed rows
         # while a writer is at work, and Feast's connection stays free for pushes.
         self.conn = sqlite3.connect(str(path), check_same_thread=False)
+        # Pages read through a memory map instead of copied into a private page cache: a SIM
+        # request's ~100 (user, category) rows lie on as many pages across the file, and the
+        # copies were half of its read (0.62 → 0.27 ms at 500 users). The map is the OS's page
+        # cache, shared by the --workers processes; SQLite caps it at its compile-time limit.
+        self.conn.execute(f"PRAGMA mmap_size = {_MMAP_BYTES}")
         self._config = store.config
         self._table_id = _table_id
         self._parse = Value.FromString
@@ -199,13 +220,23 @@ class _SqliteReader:
         return cls(store, path)
 
     def read(self, view: Any, ids: Mapping[str, Sequence[int]], features: list[str]) -> list[Any]:
+        """Each entity's {feature: Value proto}, None when absent."""
+        return [
+            None if row is None else {name: self._parse(value) for name, value in row.items()}
+            for row in self.read_bytes(view, ids, features)
+        ]
+
+    def read_bytes(
+        self, view: Any, ids: Mapping[str, Sequence[int]], features: list[str]
+    ) -> list[dict[str, bytes] | None]:
+        """Each entity's {feature: serialized Value}, None when absent."""
         names = list(ids)
         keys = entity_keys(names, [np.asarray(ids[name], dtype=np.int64) for name in names])
         table = self._table_id(
             self._config.project, view, self._config.registry.enable_online_feature_view_versioning
         )
         wanted = set(features)
-        found: dict[bytes, dict[str, Any]] = {}
+        found: dict[bytes, dict[str, bytes]] = {}
         # SQLite's default limit is 32,766 parameters; the item table reads 2,000 keys a chunk.
         for start in range(0, len(keys), 30_000):
             chunk = keys[start : start + 30_000]
@@ -216,7 +247,7 @@ class _SqliteReader:
             )
             for key, feature, value in rows:
                 if feature in wanted:
-                    found.setdefault(key, {})[feature] = self._parse(value)
+                    found.setdefault(key, {})[feature] = value
         return [found.get(key) for key in keys]
 
 
