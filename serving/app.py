@@ -7,7 +7,6 @@ docs/serving.md describes the request path, its budgets and its faults.
 
 from __future__ import annotations
 
-import gc
 import hmac
 import logging
 import os
@@ -264,7 +263,6 @@ class Service:
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
         self._timeout_s = cfg.feature_timeout_ms / 1000
-        self._heap_settled = False
 
     @staticmethod
     def now_ms() -> int:
@@ -329,25 +327,7 @@ class Service:
                 except Exception:
                     log.exception("loading bundle %s failed; retrying", self.bundle_dir)
             ok = self.open_store() if self.bundle is not None else False
-            if ok and not self._heap_settled:
-                self._settle_heap()
             self._stop.wait(self.cfg.item_refresh_s if ok else self.cfg.store_retry_s)
-
-    def _settle_heap(self) -> None:
-        """Take what loading left on the heap out of the cyclic collector's walks (gc.freeze).
-
-        Torch, Feast and the bundle leave ~330k long-lived objects, and a full collection walks
-        them all: 67 ms on the benchmark's bundle, the latency of any request it interrupts.
-        Requests' own garbage dies young (1,000 SIM requests ran 33 young and 2 middle collections
-        and no full one), so a full collection comes when long-lived objects pile up, as a reload
-        or the item-table refresh makes them. Frozen objects are still freed by reference
-        counting; each reload unfreezes first, so a dropped bundle's cycles are collected, then
-        freezes again.
-        """
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
-        self._heap_settled = True
 
     def stop(self) -> None:
         self._stop.set()
@@ -392,7 +372,6 @@ class Service:
                 log.info("online store switched to %s", features.feast_dir)
             self.items = items
             self._serve_bundle(fresh)
-            self._settle_heap()
             self.last_reload_error = None
             self.metrics.reloads.labels("ok").inc()
             return True, None
