@@ -83,6 +83,7 @@ class OnlineFeatures:
         started = time.perf_counter()
         if self._read_delay_s > 0:
             time.sleep(self._read_delay_s)
+        rows: list[Any]
         with self._lock:
             if self._sqlite is not None and lists:
                 rows = _int64_rows(self._sqlite.read_bytes(view, ids, features), features)
