@@ -32,6 +32,7 @@ import torch
 
 from benchmarks.bench_features import make_ingest
 from seqrank.config import FeatureConfig, ModelConfig, ServeConfig
+from serving.runtime import Runtime
 
 BUDGET_P99_MS = 10.0
 BUDGET_CONCURRENT = {"concurrency": 4, "rps": 150.0, "p99_ms": 25.0}
@@ -193,6 +194,7 @@ def benchmark_serving(
     seconds: float = 10.0,
     workers: int = 1,
     torch_threads: int = 1,
+    runtime: Runtime = "onnxruntime",
     seq_len: int | None = None,
     sweep: list[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
@@ -205,6 +207,7 @@ def benchmark_serving(
         port=_free_port(),
         workers=workers,
         torch_threads=torch_threads,
+        runtime=runtime,
         max_candidates=max(2_000, candidates),
     )
     plan = sweep or [(candidates, concurrency)]
@@ -258,6 +261,7 @@ def benchmark_serving(
         "history_events": history,
         "workers": workers,
         "torch_threads": torch_threads,
+        "runtime": runtime,
         "seconds": seconds,
         "budget_p99_ms": BUDGET_P99_MS,
         "budget_concurrent": BUDGET_CONCURRENT,
@@ -279,6 +283,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="service processes")
     parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads per process")
     parser.add_argument(
+        "--runtime", choices=["onnxruntime", "torch"], default="onnxruntime", help="serve.runtime"
+    )
+    parser.add_argument(
         "--sweep",
         nargs="*",
         metavar="CANDIDATES:CONCURRENCY",
@@ -295,6 +302,7 @@ def main() -> None:
         seconds=args.seconds,
         workers=args.workers,
         torch_threads=args.torch_threads,
+        runtime=args.runtime,
         seq_len=args.seq_len,
         sweep=sweep,  # type: ignore[arg-type]
     )

@@ -245,8 +245,9 @@ def run(
         cutoff = ms_to_datetime(newest) - timedelta(days=cfg.idle_ttl_days)
     bulk = open_bulk(store)
     bulk.begin_run()
+    writer = online.Writer(bulk)
     try:
-        syncs = {view: online.Sync(bulk, view, bulk.held_count(view) > 0) for view in VIEWS}
+        syncs = {view: online.Sync(bulk, view, bulk.held_count(view) > 0, writer) for view in VIEWS}
         windows = {view: _Window() for view in VIEWS}
         seconds: dict[str, float] = dict.fromkeys(VIEWS, 0.0)
 
@@ -280,10 +281,12 @@ def run(
             synced[view] = syncs[view].finish().summary()
             seconds[view] = round(seconds[view] + time.perf_counter() - view_started, 3)
             log.info("online %s: %s in %.1f s", view, synced[view], seconds[view])
+        writer.close()
         bulk.flush()
     except BaseException:
         # A bulk load is one transaction: roll it back now, so the store's file is free for the
         # next run (which loads the table again from empty) instead of locked by this connection.
+        writer.close()
         bulk.abort()
         raise
     for view in VIEWS:

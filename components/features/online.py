@@ -14,6 +14,7 @@ import contextlib
 import gc
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.features import tables
-from feature_repo.bulk import Bulk
+from feature_repo.bulk import Bulk, Rows
 from feature_repo.encoding import batch_rows, value_bytes
 
 # Arrow bytes per online write call. Serialized values, keys and statement tuples of a write take
@@ -88,16 +89,53 @@ def _hashes(keys: Iterable[bytes]) -> np.ndarray:
     return np.fromiter((hash(k) for k in keys), dtype=np.int64)
 
 
+class Writer:
+    """A store's bulk writes on a thread of their own, one at a time and at most one in flight.
+
+    `write` waits for the previous write, then hands this one to the thread and returns, so the
+    store's own work on one batch (SQLite steps its inserts with the GIL released; Redis waits
+    on the network) runs while the caller reads, builds and encodes the next. Measured on the
+    features step at 20,000 users × 1,000 events (SQLite): 17.0–17.5 s → 14.5–15.5 s, peak RSS
+    942 → 946–964 MiB (one more batch of rows alive). A failed write raises from the next
+    `write` or `wait`.
+    """
+
+    def __init__(self, bulk: Bulk) -> None:
+        self.bulk = bulk
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqrank-online-write")
+        self._pending: Future[None] | None = None
+
+    def write(self, view: str, rows: Rows) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self.bulk.write, view, rows)
+
+    def wait(self) -> None:
+        """Until the write in flight, if any, is done; raises what it raised."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for the write in flight (its error is not raised) and stop the thread."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                pending.result()
+        self._pool.shutdown()
+
+
 class Sync:
     """Brings `view` in the online store to exactly the rows given to `add`, once `finish` runs.
 
     With `incremental` (the store records what it holds for the view) digests are compared and
     only changed rows written, and `finish` deletes held rows no batch had. Otherwise every row
-    is written and nothing is read back (a new store).
+    is written and nothing is read back (a new store). With a `writer`, rows are written through
+    it (overlapped with the next batch's work), else directly.
     """
 
-    def __init__(self, bulk: Bulk, view: str, incremental: bool) -> None:
+    def __init__(self, bulk: Bulk, view: str, incremental: bool, writer: Writer | None = None) -> None:
         self.bulk, self.view, self.incremental = bulk, view, incremental
+        self.writer = writer
         self.counts = SyncCounts()
 
     def add(self, batch: pa.RecordBatch, drop: np.ndarray | None = None) -> None:
@@ -115,14 +153,21 @@ class Sync:
             rows = batch_rows(self.view, batch)
             if self.incremental:
                 counts.seen.append(_hashes(rows.keys))
+                if self.writer is not None:
+                    self.writer.wait()  # reads see every earlier write
                 held = self.bulk.held(self.view, rows.keys)
                 changed = [r for r, (h, d) in enumerate(zip(held, rows.digests, strict=True)) if h != d]
                 counts.unchanged += len(rows) - len(changed)
                 rows = rows.take(changed) if len(changed) < len(rows) else rows
-            self.bulk.write(self.view, rows)
+            if self.writer is not None:
+                self.writer.write(self.view, rows)
+            else:
+                self.bulk.write(self.view, rows)
         counts.written += len(rows)
 
     def finish(self) -> SyncCounts:
+        if self.writer is not None:
+            self.writer.wait()
         if self.incremental:
             _sweep(self.bulk, self.view, self.counts)
         return self.counts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,54 @@ def test_a_load_cut_short_rolls_back_and_the_next_run_completes_it(tmp_path, sto
     features.run(ingest, tmp_path / "feast", CFG)
     for view in VIEWS:
         assert online_rows(tmp_path / "feast", view) == online_rows(reference, view), view
+
+
+def test_a_write_failing_on_the_writer_thread_fails_the_run_and_rolls_it_back(tmp_path, stores, monkeypatch):
+    from components import features
+    from feature_repo import VIEWS, bulk
+
+    _, reference, _, _ = stores
+    ingest = make_ingest_dir(tmp_path / "ingest")
+    real_write = bulk.SqliteBulk.write
+    writes = []
+
+    def fail_on_the_third(self, view, rows, hold=True):  # type: ignore[no-untyped-def]
+        writes.append(threading.current_thread().name)
+        if len(writes) == 3:
+            raise sqlite3.OperationalError("disk I/O error")
+        real_write(self, view, rows, hold)
+
+    monkeypatch.setattr(bulk.SqliteBulk, "write", fail_on_the_third)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        features.run(ingest, tmp_path / "feast", CFG)
+    assert all(name.startswith("seqrank-online-write") for name in writes)  # off the caller's thread
+    assert online_rows(tmp_path / "feast", "user_behavior") == []
+    monkeypatch.setattr(bulk.SqliteBulk, "write", real_write)
+    features.run(ingest, tmp_path / "feast", CFG)
+    for view in VIEWS:
+        assert online_rows(tmp_path / "feast", view) == online_rows(reference, view), view
+
+
+def test_the_writer_raises_a_failed_write_at_the_next_call():
+    from components.features.online import Writer
+
+    class Failing:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def write(self, view, rows):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            raise ValueError(f"write {self.calls} of {view} failed")
+
+    writer = Writer(Failing())  # type: ignore[arg-type]
+    writer.write("user_behavior", None)  # type: ignore[arg-type]  # returns: the write runs on its thread
+    with pytest.raises(ValueError, match="write 1 of user_behavior failed"):
+        writer.wait()
+    writer.wait()  # raised once, then nothing is in flight
+    writer.write("item_stats", None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="write 2 of item_stats failed"):
+        writer.write("item_stats", None)  # type: ignore[arg-type]
+    writer.close()
 
 
 def test_a_load_committed_in_parts_equals_one_committed_at_the_end(tmp_path, stores, monkeypatch):
