@@ -42,10 +42,19 @@ def varints(values: np.ndarray) -> tuple[bytes, np.ndarray]:
     sizes = np.ones(len(v), dtype=np.int64)  # bytes per value: 1 + 7-bit groups above the first
     for k in range(1, width):
         sizes += v >= np.uint64(1 << (7 * k))
+    smallest = int(sizes.min()) if len(v) else 0
+    if smallest == width and len(v):
+        # Every value has the same size (timestamps of one era, small categories): the bytes are
+        # a (N, width) matrix written column by column, no scatter through index arrays.
+        matrix = np.empty((len(v), width), dtype=np.uint8)
+        for k in range(width):
+            matrix[:, k] = ((v >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
+            if k < width - 1:
+                matrix[:, k] |= 0x80
+        return matrix.tobytes(), np.arange(0, (len(v) + 1) * width, width, dtype=np.int64)
     offsets = np.zeros(len(v) + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
     starts = offsets[:-1]
-    smallest = int(sizes.min()) if len(v) else 0
     out = np.empty(int(offsets[-1]), dtype=np.uint8)
     for k in range(width):
         # Byte k of every value that has one; the high bit says more bytes follow.

@@ -64,3 +64,18 @@ def test_bytes_that_are_not_varints_are_refused():
     too_long = bytes([14 << 3 | 2, len(long_body) + 2, 0x0A, len(long_body)]) + long_body
     with pytest.raises(ValueError, match="longer than 10 bytes"):
         decode_int64_lists([too_long])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [1_733_000_000_000 + i for i in range(50)],  # every value 6 bytes: the encoder's matrix path
+        [3] * 7,  # every value 1 byte
+        [-1, -(2**63)],  # every value 10 bytes
+        [0, 1_733_000_000_000, 5],  # mixed sizes
+    ],
+)
+def test_the_vectorized_encoder_writes_what_protobuf_writes(values):
+    assert int64_list(np.array(values, dtype=np.int64)) == _serialized(values)
+    [decoded] = decode_int64_lists([int64_list(np.array(values, dtype=np.int64))])
+    assert decoded.tolist() == values
