@@ -43,7 +43,7 @@ def varints(values: np.ndarray) -> tuple[bytes, np.ndarray]:
     for k in range(1, width):
         sizes += v >= np.uint64(1 << (7 * k))
     smallest = int(sizes.min()) if len(v) else 0
-    if smallest == width and len(v):
+    if smallest == width:  # (an empty input has smallest 0)
         # Every value has the same size (timestamps of one era, small categories): the bytes are
         # a (N, width) matrix written column by column, no scatter through index arrays.
         matrix = np.empty((len(v), width), dtype=np.uint8)
@@ -124,13 +124,10 @@ def decode_int64_lists(blobs: Sequence[bytes]) -> list[np.ndarray]:
     buffer. Raises ValueError on bytes that are not varints.
     """
     starts = [_packed_body(blob) for blob in blobs]
-    data = np.frombuffer(
-        b"".join(blob[start:] for blob, start in zip(blobs, starts, strict=True) if start is not None),
-        dtype=np.uint8,
-    )
-    lengths = [len(blob) - start for blob, start in zip(blobs, starts, strict=True) if start is not None]
-    bounds = np.zeros(len(lengths) + 1, dtype=np.int64)  # byte range of each packed body
-    np.cumsum(lengths, out=bounds[1:])
+    bodies = [blob[start:] for blob, start in zip(blobs, starts, strict=True) if start is not None]
+    data = np.frombuffer(b"".join(bodies), dtype=np.uint8)
+    bounds = np.zeros(len(bodies) + 1, dtype=np.int64)  # byte range of each packed body
+    np.cumsum([len(body) for body in bodies], out=bounds[1:])
     last = data < 0x80  # the last byte of each varint
     ends = np.flatnonzero(last)
     inside = bounds[1:][bounds[1:] > bounds[:-1]] - 1
@@ -148,7 +145,7 @@ def decode_int64_lists(blobs: Sequence[bytes]) -> list[np.ndarray]:
     np.cumsum(last, out=counted[1:])
     offsets = counted[bounds].tolist()  # (R' + 1,) value range of each packed body
     out: list[np.ndarray] = []
-    packed = iter(range(len(lengths)))
+    packed = iter(range(len(bodies)))
     for blob, start in zip(blobs, starts, strict=True):
         if start is None:
             out.append(_proto_int64_list(blob))
