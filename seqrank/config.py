@@ -267,6 +267,12 @@ class GateConfig(_Section):
     latency_candidates: int = Field(500, gt=0, description="candidates per timed request")
     latency_history: int = Field(1_000, gt=0, description="behaviors in the timed request's history")
     latency_requests: int = Field(60, ge=20, description="timed requests per model (after 5 warm-up ones)")
+    latency_rounds: int = Field(
+        3,
+        ge=1,
+        description="timing rounds at most: a challenger over the budget is timed again and each model "
+        "keeps its best round, so a busy moment on the machine does not reject it",
+    )
     on_incompatible: Literal["reject", "floor"] = Field(
         "reject",
         description="a champion that cannot be loaded or compared: reject, or judge the challenger as a "

@@ -44,6 +44,7 @@ class ModelScores:
     slices: dict[str, dict[str, float]] = field(default_factory=dict)
     latency_p99_ms: float = float("nan")
     latency_p50_ms: float = float("nan")
+    latency_rounds: int = 1
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ def _absolute_rules(cfg: GateConfig, challenger: ModelScores, champion: ModelSco
             f"<= {cfg.latency_budget_ms}",
             _finite(p99) and p99 <= cfg.latency_budget_ms,
             f"p99 {p99:.2f} ms scoring {cfg.latency_candidates} candidates, {cfg.latency_history}-event "
-            f"history (budget {cfg.latency_budget_ms} ms)",
+            f"history (budget {cfg.latency_budget_ms} ms"
+            + (f"; best of {challenger.latency_rounds} rounds)" if challenger.latency_rounds > 1 else ")"),
         ),
     ]
 
@@ -288,11 +290,24 @@ def latency_request(model: CtrModel, candidates: int, history: int, seed: int = 
     )
 
 
-def time_models(cfg: PipelineConfig, models: dict[str, CtrModel]) -> dict[str, tuple[float, float]]:
-    """(p50, p99) ms of the service's scoring path for each model, timed in this process.
+@dataclass(frozen=True)
+class Timing:
+    """One model's in-process scoring latency: its best round's p50 and p99, and the rounds timed."""
+
+    p50_ms: float
+    p99_ms: float
+    rounds: int
+
+
+def time_models(cfg: PipelineConfig, models: dict[str, CtrModel]) -> dict[str, Timing]:
+    """Latency of the service's scoring path for each of `models` ("challenger", and "champion"
+    when there is one), timed in this process.
 
     Requests alternate between the models, so load from anything else on the machine falls on
-    both alike; torch runs with the service's thread count (serve.torch_threads).
+    both alike; torch runs with the service's thread count (serve.torch_threads). A challenger over
+    the budget is timed again, up to `gate.latency_rounds` rounds, and each model keeps its best
+    round: load from elsewhere only ever adds time, so one busy moment does not reject a model,
+    while a model that is slow in every round still fails.
     """
     import torch
 
@@ -305,19 +320,30 @@ def time_models(cfg: PipelineConfig, models: dict[str, CtrModel]) -> dict[str, t
     }
     for model in models.values():
         model.eval()
-    times: dict[str, list[float]] = {name: [] for name in models}
+    best: dict[str, tuple[float, float]] = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.serve.torch_threads)
     try:
-        for i in range(WARMUP_REQUESTS + gate.latency_requests):
-            for name, model in models.items():
-                started = time.perf_counter()
-                sigmoid_scores(model, requests[name])
-                if i >= WARMUP_REQUESTS:
-                    times[name].append((time.perf_counter() - started) * 1000)
+        for rounds in range(1, gate.latency_rounds + 1):
+            times: dict[str, list[float]] = {name: [] for name in models}
+            for i in range(WARMUP_REQUESTS + gate.latency_requests):
+                for name, model in models.items():
+                    started = time.perf_counter()
+                    sigmoid_scores(model, requests[name])
+                    if i >= WARMUP_REQUESTS:
+                        times[name].append((time.perf_counter() - started) * 1000)
+            for name, t in times.items():
+                p50, p99 = float(np.percentile(t, 50)), float(np.percentile(t, 99))
+                if name not in best or p99 < best[name][1]:
+                    best[name] = (p50, p99)
+            if best["challenger"][1] <= gate.latency_budget_ms:
+                break
+            log.info(
+                "gate: latency round %d over the %s ms budget, timing again", rounds, gate.latency_budget_ms
+            )
     finally:
         torch.set_num_threads(threads)
-    return {name: (float(np.percentile(t, 50)), float(np.percentile(t, 99))) for name, t in times.items()}
+    return {name: Timing(p50, p99, rounds) for name, (p50, p99) in best.items()}
 
 
 def _vocab_mismatch(champion_vocab: Path, data_vocab: Path) -> str | None:
@@ -411,8 +437,10 @@ def run(data_dir: Path, challenger_run_id: str, cfg: PipelineConfig) -> dict[str
         except Exception as err:  # an unloadable or incomparable champion is a verdict, not a crash
             cannot_compare = f"champion version {version.version}: {type(err).__name__}: {err}"
             log.warning("gate: %s", cannot_compare)
-    for name, (p50, p99) in time_models(cfg, models).items():
-        scores[name] = ModelScores(scores[name].metrics, scores[name].slices, p99, p50)
+    for name, timing in time_models(cfg, models).items():
+        scores[name] = ModelScores(
+            scores[name].metrics, scores[name].slices, timing.p99_ms, timing.p50_ms, timing.rounds
+        )
     champion_scores = scores.get("champion")
     decision = decide(cfg.gate, scores["challenger"], champion_scores, cannot_compare)
     _record(

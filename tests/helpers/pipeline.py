@@ -18,6 +18,8 @@ TINY = [
     "validate.min_examples=100",
     "features.max_sequence_length=200",
     "features.category_k=50",
+    # These runs test the wiring, not the machine's speed: a loaded machine must not reject the model.
+    "gate.latency_budget_ms=200",
 ]
 
 

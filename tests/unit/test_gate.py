@@ -117,3 +117,33 @@ def test_gauc_as_main_metric_judges_auc_as_the_other() -> None:
     assert verdicts(decision)["gauc_gain"] == "pass"
     assert verdicts(decision)["auc"] == "pass"
     assert decision.promote
+
+
+def _small_din():
+    from training.models import ModelSpec, build_model
+
+    hparams = {"embedding_dim": 8, "seq_len": 20, "attention_hidden": [16], "mlp_hidden": [16]}
+    return build_model(ModelSpec("din", hparams, {"user": 50, "item": 200, "category": 10}))
+
+
+def test_a_latency_breach_is_timed_again_and_each_model_keeps_its_best_round() -> None:
+    from components.evaluate.gate import time_models
+    from seqrank.config import from_dict
+
+    models = {"challenger": _small_din(), "champion": _small_din()}
+
+    def timed(budget_ms: float):
+        gate = {"latency_budget_ms": budget_ms, "latency_requests": 20, "latency_rounds": 3}
+        cfg = from_dict({"gate": {**gate, "latency_candidates": 50, "latency_history": 100}})
+        return time_models(cfg, models)
+
+    within = timed(1e6)
+    assert {t.rounds for t in within.values()} == {1}
+    over = timed(1e-6)  # no round can meet it: every round is timed, and the model still fails
+    assert {t.rounds for t in over.values()} == {3}
+    for timing in over.values():
+        assert 0 < timing.p50_ms <= timing.p99_ms
+    challenger = ModelScores(scores().metrics, latency_p99_ms=over["challenger"].p99_ms, latency_rounds=3)
+    decision = decide(GateConfig(floor=0.0, latency_budget_ms=1e-6), challenger, None)
+    assert not decision.promote
+    assert "best of 3 rounds" in decision.reason
