@@ -130,14 +130,18 @@ def _history_keys(model: DIN | SIM, inputs: RequestInputs) -> tuple[torch.Tensor
     cost the activation unit B more rows."""
     item, category = inputs.sequences["hist_item"], inputs.sequences["hist_category"]
     real = item != PAD
-    pairs = torch.stack([item[real], category[real]])  # (2, L')
+    item, category = item[real], category[real]  # (L',)
     counts = None
-    if pairs.shape[1]:
-        distinct, repeats = torch.unique(pairs, dim=1, return_counts=True)
-        if distinct.shape[1] < pairs.shape[1]:
-            pairs, counts = distinct, repeats.to(torch.get_default_dtype())
+    if item.shape[0]:
+        # One int64 key per (item, category) pair, so the distinct pairs come from a 1-D unique
+        # (unique over columns of a (2, L') tensor walks them one by one: ~0.3 ms a request).
+        # Keys sort as the pairs do, item first; ids are below 2^31 (vocab indexes).
+        keys, repeats = torch.unique(item * 2**31 + category, return_counts=True)
+        if keys.shape[0] < item.shape[0]:
+            item, category = keys // 2**31, keys % 2**31
+            counts = repeats.to(torch.get_default_dtype())
     tables = model.embeddings
-    return torch.cat([tables.item_table(pairs[0]), tables.category_table(pairs[1])], dim=-1), counts
+    return torch.cat([tables.item_table(item), tables.category_table(category)], dim=-1), counts
 
 
 def _user_and_target(model: DIN | SIM, inputs: RequestInputs) -> tuple[torch.Tensor, torch.Tensor]:
