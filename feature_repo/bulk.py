@@ -473,7 +473,7 @@ class RedisBulk:
             pipe.execute()
 
     def _view_fields(self, view: str) -> list[bytes]:
-        from feature_repo.views import feature_names
+        from feature_repo.contracts import feature_names
 
         return [self._field(view, name) for name in feature_names(view)]
 

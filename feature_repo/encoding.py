@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from feature_repo.bulk import Rows, digests, entity_keys
-from feature_repo.views import JOIN_KEYS, TIMESTAMP_FIELD, feature_names
+from feature_repo.contracts import JOIN_KEYS, TIMESTAMP_FIELD, feature_names
 
 
 def _varint(n: int) -> bytes:

@@ -19,8 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from feature_repo.bulk import PUSHED, open_bulk
-from feature_repo.encoding import batch_rows
-from feature_repo.views import (
+from feature_repo.contracts import (
     CATEGORY_SEQUENCE_FEATURES,
     MAX_LENGTH_TAG,
     TABLE_SCHEMAS,
@@ -28,6 +27,7 @@ from feature_repo.views import (
     USER_BEHAVIOR,
     USER_CATEGORY_BEHAVIOR,
 )
+from feature_repo.encoding import batch_rows
 from seqrank.schema import PAD, SEQUENCE_FEATURES
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from components import features
-from feature_repo.views import VIEWS
+from feature_repo.contracts import VIEWS
 from seqrank.cli import main
 from tests.helpers.feature_store import CFG, make_ingest_dir
 

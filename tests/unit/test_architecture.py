@@ -89,3 +89,24 @@ def test_no_test_module_imports_another() -> None:
                 if name.startswith("tests.") and name.rsplit(".", 1)[-1].startswith("test_")
             ]
     assert not offenders, "\n".join(offenders)
+
+
+def test_the_feature_repo_names_come_without_importing_feast() -> None:
+    """The deploy step and rollback name views and the store config; `import feast` is seconds of
+    each step's start, so `feature_repo` resolves its names on first use, each from its module."""
+    code = (
+        "import sys\n"
+        "import components.deploy.export, components.deploy.releases\n"
+        "import feature_repo\n"
+        "assert feature_repo.SERVICES['sim_v2'][0] == feature_repo.USER_BEHAVIOR\n"
+        "assert 'feast' not in sys.modules, 'feast was imported'\n"
+        "missing = [n for n in feature_repo.__all__ if not hasattr(feature_repo, n)]\n"
+        "assert not missing, missing\n"
+        "assert feature_repo.definitions.__module__ == 'feature_repo.views'\n"
+        "assert 'feast' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=300)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        import feature_repo
+
+        _ = feature_repo.nothing
