@@ -173,11 +173,15 @@ def gather_rows(weight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """nn.functional.embedding(rows, weight, padding_idx=PAD) as `GatherRows`: (R, D), (...) → (..., D).
 
     With no gradient to record (serving, evaluation) it is the bare gather: the autograd
-    Function's own overhead was ~20 µs a lookup, a few per scored request.
+    Function's own overhead was ~9 µs of a 25 µs lookup, a few lookups per scored request.
     """
     if not (weight.requires_grad and torch.is_grad_enabled()):
-        return weight.index_select(0, rows.reshape(-1)).view(*rows.shape, weight.shape[1])
+        return _gather(weight, rows)
     return GatherRows.apply(weight, rows)
+
+
+def _gather(weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    return weight.index_select(0, ids.reshape(-1)).view(*ids.shape, weight.shape[1])
 
 
 class GatherRows(torch.autograd.Function):
@@ -191,7 +195,7 @@ class GatherRows(torch.autograd.Function):
     def forward(ctx, weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(ids)
         ctx.rows = weight.shape[0]
-        return weight.index_select(0, ids.reshape(-1)).view(*ids.shape, weight.shape[1])
+        return _gather(weight, ids)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
