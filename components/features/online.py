@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,12 +26,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.features import tables
-from feature_repo.bulk import Bulk, Rows
+from feature_repo.bulk import Bulk, Rows, first_load_marker
 from feature_repo.encoding import batch_rows, value_bytes
 
 # Arrow bytes per online write call. Serialized values, keys and statement tuples of a write take
 # a few times the Arrow size, so 16 MiB (~700 users of 1,000-event sequences) stays under ~100 MiB.
 WRITE_BYTES = 16 * 2**20
+
+log = logging.getLogger(__name__)
 
 
 def to_values(column: pa.Array) -> list[Any]:
@@ -246,8 +250,12 @@ SQLITE_PAGE_BYTES = 16_384
 
 
 def create_sqlite(db_path: Path) -> None:
-    """Prepare the SQLite online store file at `db_path` before Feast opens it: a new file gets
-    SQLITE_PAGE_BYTES pages; every file journals with write-ahead logging (kept in the file).
+    """Prepare the SQLite online store file at `db_path` before Feast opens it.
+
+    A new file gets SQLITE_PAGE_BYTES pages and a first-load marker (feature_repo.bulk): the run
+    fills it through a rollback journal in memory and turns on write-ahead logging at its end. A
+    file left with its marker by a run that died is removed and started anew. Every other file
+    journals with WAL (kept in the file).
 
     With the default rollback journal every bulk write copies each page it touches to the journal
     first; (user, category) keys land on random pages of a table that grows to GBs, so the write
@@ -255,9 +263,36 @@ def create_sqlite(db_path: Path) -> None:
     instead: 1.7x faster on the same rows, and readers no longer block on a writer.
     """
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    marker = first_load_marker(db_path)
+    if marker.exists():
+        log.warning("%s: a run died while filling this new store; starting it again", db_path)
+        for leftover in (
+            db_path,
+            *(db_path.with_name(db_path.name + s) for s in ("-journal", "-wal", "-shm")),
+        ):
+            leftover.unlink(missing_ok=True)
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         if not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
             conn.execute(f"PRAGMA page_size={SQLITE_PAGE_BYTES}")
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode == "wal":  # an empty file someone already set up: an ordinary store
+                return
+            _durable_touch(marker)
+            return
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if mode != "wal":
         raise RuntimeError(f"{db_path}: SQLite refused WAL journaling (journal_mode={mode})")
+
+
+def _durable_touch(path: Path) -> None:
+    """Create the empty file `path`, on disk with its directory entry before this returns."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

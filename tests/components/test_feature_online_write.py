@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -155,6 +157,56 @@ def test_a_load_cut_short_rolls_back_and_the_next_run_completes_it(tmp_path, sto
     features.run(ingest, tmp_path / "feast", CFG)
     for view in VIEWS:
         assert online_rows(tmp_path / "feast", view) == online_rows(reference, view), view
+
+
+_DIE_MIDWAY = """
+import os, sys
+from pathlib import Path
+from components import features
+from tests.helpers.feature_store import CFG
+
+def die(stage, rows):
+    if stage == "online user_category_behavior":
+        os._exit(3)  # a crash: no rollback, no cleanup, pages of the load already in the file
+
+features.run(Path(sys.argv[1]), Path(sys.argv[2]), CFG, on_chunk=die)
+"""
+
+
+def test_a_new_store_filled_through_a_memory_journal_is_wal_and_unmarked_at_the_end(stores):
+    from feature_repo.bulk import first_load_marker
+
+    ours, *_ = stores
+    assert not first_load_marker(ours / "online.db").exists()
+
+
+def test_a_process_dying_while_filling_a_new_store_leaves_it_marked_and_the_next_run_starts_it_again(
+    tmp_path, stores
+):
+    from components import features
+    from feature_repo import VIEWS
+    from feature_repo.bulk import first_load_marker
+
+    _, reference, _, _ = stores
+    ingest = make_ingest_dir(tmp_path / "ingest")
+    feast_dir = tmp_path / "feast"
+    root = Path(__file__).resolve().parents[2]
+    died = subprocess.run(
+        [sys.executable, "-c", _DIE_MIDWAY, str(ingest), str(feast_dir)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert died.returncode == 3, died.stderr
+    assert first_load_marker(feast_dir / "online.db").exists()
+    summary = features.run(ingest, feast_dir, CFG)
+    assert not first_load_marker(feast_dir / "online.db").exists()
+    assert summary["written_users"] == summary["users"]  # all of it, from a new file
+    for view in VIEWS:
+        assert online_rows(feast_dir, view) == online_rows(reference, view), view
+    with contextlib.closing(sqlite3.connect(feast_dir / "online.db")) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def test_a_write_failing_on_the_writer_thread_fails_the_run_and_rolls_it_back(tmp_path, stores, monkeypatch):
