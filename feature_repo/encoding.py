@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from feature_repo.bulk import Rows, digests, entity_keys
+from feature_repo.bulk import Blob, Rows, digests, entity_keys
 from feature_repo.contracts import JOIN_KEYS, TIMESTAMP_FIELD, feature_names
 
 
@@ -170,7 +170,7 @@ def _varint_sizes(n: np.ndarray) -> np.ndarray:
     return sizes
 
 
-def _int64_lists(column: pa.Array) -> list[bytes]:
+def _int64_lists(column: pa.Array) -> list[Blob]:
     """One serialized `Value(int64_list_val=...)` per row of a list<int64> column of R rows (N values).
 
     Building `Int64List(val=[...])` from Python ints costs ~150 ns per element (most of a write of
@@ -199,18 +199,20 @@ def _int64_lists(column: pa.Array) -> list[bytes]:
             has = sizes > k
             header[rows[has], width[rows[has]] + k] = encoded_bytes[ends[:-1][has] + k]
         width[rows] += sizes
-    # Headers packed back to back; each row is then its header slice + its slice of the values.
-    heads = header[np.arange(header.shape[1]) < width[:, None]].tobytes()
+    # Headers packed back to back; each row is then its header slice + its slice of the values,
+    # a bytearray (see Blob).
+    heads = bytearray(header[np.arange(header.shape[1]) < width[:, None]])
+    values = bytearray(packed)
     head_edges = np.concatenate(([0], np.cumsum(width))).tolist()
     edges = bounds.tolist()
     return [
-        heads[head_edges[i] : head_edges[i + 1]] + packed[edges[i] : edges[i + 1]] if valid[i] else b""
+        heads[head_edges[i] : head_edges[i + 1]] + values[edges[i] : edges[i + 1]] if valid[i] else b""
         for i in range(len(body))
     ]
 
 
-def _scalar(field: str) -> Callable[[pa.Array], list[bytes]]:
-    def convert(column: pa.Array) -> list[bytes]:
+def _scalar(field: str) -> Callable[[pa.Array], list[Blob]]:
+    def convert(column: pa.Array) -> list[Blob]:
         from feast.protos.feast.types.Value_pb2 import Value
 
         # A null becomes an empty Value, as Feast's own conversion writes it (reads give None).
@@ -221,7 +223,7 @@ def _scalar(field: str) -> Callable[[pa.Array], list[bytes]]:
 
 # Arrow type of a table column -> encoder of serialized `Value` protos, matching the Feast types of
 # feature_repo.views._FEAST_TYPES (Int64 -> int64_val, Float64 -> double_val, ...).
-_ENCODERS: dict[pa.DataType, Callable[[pa.Array], list[bytes]]] = {
+_ENCODERS: dict[pa.DataType, Callable[[pa.Array], list[Blob]]] = {
     pa.int64(): _scalar("int64_val"),
     pa.int32(): _scalar("int32_val"),
     pa.float64(): _scalar("double_val"),
@@ -231,7 +233,7 @@ _ENCODERS: dict[pa.DataType, Callable[[pa.Array], list[bytes]]] = {
 }
 
 
-def value_bytes(column: pa.Array) -> list[bytes]:
+def value_bytes(column: pa.Array) -> list[Blob]:
     """Serialized Feast `Value` protos, one per row, for an Arrow column of a feature table."""
     dtype = column.type
     if pa.types.is_list(dtype):  # the list's field name (item, element) is not part of the type here
@@ -243,7 +245,7 @@ def value_bytes(column: pa.Array) -> list[bytes]:
     return encode(column)
 
 
-def value_texts(column: pa.Array, encoded: list[bytes]) -> list[str | None]:
+def value_texts(column: pa.Array, encoded: list[Blob]) -> list[str | None]:
     """What Feast's SQLite store writes to `value_text`: a scalar as `str`, lists and nulls None."""
     if pa.types.is_list(column.type):
         return [None] * len(column)
@@ -256,7 +258,7 @@ def value_texts(column: pa.Array, encoded: list[bytes]) -> list[str | None]:
 def batch_rows(view: str, batch: pa.RecordBatch) -> Rows:
     """R rows of `view`'s feature table as a bulk write takes them: keys, values, texts, times, digests."""
     keys = entity_keys(JOIN_KEYS[view], [batch.column(k).to_numpy() for k in JOIN_KEYS[view]])
-    values: dict[str, list[bytes]] = {}
+    values: dict[str, list[Blob]] = {}
     texts: dict[str, list[str | None]] = {}
     for name in feature_names(view):
         column = batch.column(name)
