@@ -46,7 +46,9 @@ PUSHED = b"\0" * 8
 _SQL_VARS = 30_000
 _HELD_SCAN = 50_000  # held keys per page when listing a view's holdings
 _ROWS_PER_INSERT = 1_000  # rows per multi-row INSERT (5,000 parameters for a feature row)
-# Serialized bytes a bulk load writes before it commits (see SqliteBulk._load_write).
+# Serialized bytes a bulk load writes before it commits, so the WAL does not grow to the size of
+# the whole load. A new file's first load is one transaction: it has no WAL, and after a commit
+# its in-memory rollback journal would hold a copy of every key-index page the next one changes.
 _LOAD_COMMIT_BYTES = 1 << 30
 # Beside a SQLite store file being filled for the first time (see `first_load_marker`).
 _FIRST_LOAD_SUFFIX = ".first-load"
@@ -159,6 +161,10 @@ class Bulk(Protocol):
     def begin_run(self) -> None:
         """A materialization run starts: tables empty at their first write may be bulk-loaded
         (indexes built at the end) until `flush`."""
+
+    def end_load(self, view: str) -> None:
+        """Every row of `view` for this run is written: build what its bulk load deferred now,
+        not at `flush` (later writes to it are upserts)."""
 
     def flush(self) -> None:
         """End of a run: finish bulk loads and fold everything written into the store's main file."""
@@ -294,10 +300,20 @@ class SqliteBulk:
     def _restore_indexes(self) -> None:
         for view, loaded in self._load.items():
             if loaded:
-                # Feast's own index, as its `apply` creates it (it would re-create it too).
-                self.conn.execute(
-                    f'CREATE INDEX IF NOT EXISTS "{self.project}_{view}_ek" ON {self._table(view)} (entity_key)'
-                )
+                self._restore_index(view)
+
+    def _restore_index(self, view: str) -> None:
+        # Feast's own index, as its `apply` creates it (it would re-create it too).
+        self.conn.execute(
+            f'CREATE INDEX IF NOT EXISTS "{self.project}_{view}_ek" ON {self._table(view)} (entity_key)'
+        )
+
+    def end_load(self, view: str) -> None:
+        if self._load.get(view):
+            # Inside the load's transaction: a run that fails later rolls the index back too.
+            with self._transaction(load=True):
+                self._restore_index(view)
+            self._load[view] = False
 
     def abort(self) -> None:
         with self._lock:
@@ -362,7 +378,7 @@ class SqliteBulk:
                 raise
             if not joined:
                 self.conn.execute("COMMIT")
-            elif self._load_bytes >= _LOAD_COMMIT_BYTES:
+            elif self._load_bytes >= _LOAD_COMMIT_BYTES and not self._first_load:
                 self.conn.execute("COMMIT")
                 self._load_tx = False
 
@@ -564,6 +580,9 @@ class RedisBulk:
 
     def begin_run(self) -> None:
         """Nothing to prepare: a Redis hash has no index to defer."""
+
+    def end_load(self, view: str) -> None:
+        """Nothing deferred."""
 
     def flush(self) -> None:
         """Nothing to do: Redis persists by its own configuration (RDB snapshots, AOF)."""

@@ -153,7 +153,7 @@ class FeatureConfig(_Section):
     max_sequence_length: int = Field(1_000, gt=0, description="latest behaviors kept online per user")
     category_k: int = Field(200, gt=0, description="latest behaviors kept per (user, category)")
     materialize_chunk_users: int = Field(
-        2_000,
+        1_000,
         gt=0,
         description="users per read batch of ingest outputs and rows per feature-table batch (online "
         "writes are also capped at ~16 MiB); 1,000-event histories: ~30 MiB per 1,000 users",

@@ -281,6 +281,7 @@ def run(
             synced[view] = syncs[view].finish().summary()
             seconds[view] = round(seconds[view] + time.perf_counter() - view_started, 3)
             log.info("online %s: %s in %.1f s", view, synced[view], seconds[view])
+        writer.wait()
         writer.close()
         bulk.flush()
     except BaseException:

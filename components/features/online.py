@@ -113,6 +113,11 @@ class Writer:
         self.wait()
         self._pending = self._pool.submit(self.bulk.write, view, rows)
 
+    def end_load(self, view: str) -> None:
+        """`bulk.end_load(view)` on the thread, after the write in flight."""
+        self.wait()
+        self._pending = self._pool.submit(self.bulk.end_load, view)
+
     def wait(self) -> None:
         """Until the write in flight, if any, is done; raises what it raised."""
         pending, self._pending = self._pending, None
@@ -174,6 +179,13 @@ class Sync:
             self.writer.wait()
         if self.incremental:
             _sweep(self.bulk, self.view, self.counts)
+        # The view is complete: what its bulk load deferred (an index over the whole table, ~0.5 s
+        # per 10,000 users of 1,000 events) is built on the writer's thread while the caller
+        # goes on with the next view; `wait` (or the next write) waits for it.
+        if self.writer is not None:
+            self.writer.end_load(self.view)
+        else:
+            self.bulk.end_load(self.view)
         return self.counts
 
 
