@@ -3,7 +3,7 @@
 Feast's `online_write_batch` serializes every entity key and value in Python and, on SQLite, runs
 one upsert statement per (row, feature): 443 s of a 533 s materialization of 100,000 users went
 there. Here keys are serialized for a whole batch with numpy, values arrive as bytes, and a batch
-is one `executemany` in one transaction (SQLite) or one pipeline of HSETs (Redis). Tables, keys,
+is one transaction of multi-row INSERTs (SQLite) or one pipeline of HSETs (Redis). Tables, keys,
 field hashes and value encodings are exactly Feast's (tests compare them byte for byte with
 Feast's own ingestion), so Feast's API and CLI read what is written here.
 
@@ -46,7 +46,7 @@ PUSHED = b"\0" * 8
 _SQL_VARS = 30_000
 _HELD_SCAN = 50_000  # held keys per page when listing a view's holdings
 _ROWS_PER_INSERT = 1_000  # rows per multi-row INSERT (5,000 parameters for a feature row)
-# Serialized bytes a bulk load writes before it commits, so the WAL does not grow to the size of
+# Serialized bytes a bulk load writes before it commits (SqliteBulk._transaction), so the WAL does not grow to the size of
 # the whole load. A new file's first load is one transaction: it has no WAL, and after a commit
 # its in-memory rollback journal would hold a copy of every key-index page the next one changes.
 _LOAD_COMMIT_BYTES = 1 << 30
@@ -252,7 +252,7 @@ class SqliteBulk:
         if self._first_load:
             # A new file no reader uses yet: pages go straight into it, with the rollback journal
             # in memory (enough to roll back a failed run's transaction) and no fsync. Through the
-            # WAL every page was written twice, to the log and at checkpoint into the file: 30-40%
+            # WAL every page was written twice, to the log and at checkpoint into the file: ~40%
             # of a first load's SQLite time. A crash leaves the marker, and the file is started anew.
             self.conn.execute("PRAGMA journal_mode=MEMORY")
             self.conn.execute("PRAGMA synchronous=OFF")
@@ -538,8 +538,9 @@ class RedisBulk:
                 mapping = {ts_field: stamp.SerializeToString()}
                 for name, field in fields.items():
                     value = rows.values[name][r]
-                    # redis-py sends bytes and memoryviews as they are (not bytearrays)
-                    mapping[field] = memoryview(value) if isinstance(value, bytearray) else value
+                    # redis-py takes bytes, not bytearrays; a memoryview it would send with a
+                    # socket write of its own, where bytes under 6 KB join the command's buffer.
+                    mapping[field] = bytes(value) if isinstance(value, bytearray) else value
                 pipe.hset(key + self.project, mapping=mapping)
             # After the rows: a write cut short leaves rows without holdings (rewritten next run),
             # never holdings for rows that are not there.

@@ -221,13 +221,48 @@ def _scalar(field: str) -> Callable[[pa.Array], list[Blob]]:
     return convert
 
 
+def _framed(tag: int, body: bytes, bounds: list[int], valid: np.ndarray) -> list[Blob]:
+    """Per row its field `tag` byte + its slice `bounds[r]:bounds[r + 1]` of `body`, b"" where not `valid`."""
+    head = bytes([tag])
+    return [head + body[bounds[r] : bounds[r + 1]] if ok else b"" for r, ok in enumerate(valid.tolist())]
+
+
+def _varint_scalar(tag: int) -> Callable[[pa.Array], list[Blob]]:
+    """Encoder of an int64 or int32 `Value` field (a varint; negatives in 10 bytes, as protobuf
+    writes an int32 too), for all R rows at once instead of a proto object per value."""
+
+    def convert(column: pa.Array) -> list[Blob]:
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        body, bounds = varints(column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64))
+        return _framed(tag, body, bounds.tolist(), valid)
+
+    return convert
+
+
+def _fixed_scalar(tag: int, dtype: str) -> Callable[[pa.Array], list[Blob]]:
+    """Encoder of a double or float `Value` field (fixed-width little-endian), for all R rows at once."""
+
+    def convert(column: pa.Array) -> list[Blob]:
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        values = column.fill_null(0).to_numpy(zero_copy_only=False).astype(dtype)
+        width = values.itemsize
+        return _framed(tag, values.tobytes(), list(range(0, (len(values) + 1) * width, width)), valid)
+
+    return convert
+
+
+# Wire tags (field number << 3 | wire type) of Value's scalar fields: int32_val 3 and int64_val 4
+# are varints (0), double_val 5 is 64-bit (1), float_val 6 is 32-bit (5).
+_INT32_VAL, _INT64_VAL, _DOUBLE_VAL, _FLOAT_VAL = 3 << 3, 4 << 3, 5 << 3 | 1, 6 << 3 | 5
+
+
 # Arrow type of a table column -> encoder of serialized `Value` protos, matching the Feast types of
 # feature_repo.views._FEAST_TYPES (Int64 -> int64_val, Float64 -> double_val, ...).
 _ENCODERS: dict[pa.DataType, Callable[[pa.Array], list[Blob]]] = {
-    pa.int64(): _scalar("int64_val"),
-    pa.int32(): _scalar("int32_val"),
-    pa.float64(): _scalar("double_val"),
-    pa.float32(): _scalar("float_val"),
+    pa.int64(): _varint_scalar(_INT64_VAL),
+    pa.int32(): _varint_scalar(_INT32_VAL),
+    pa.float64(): _fixed_scalar(_DOUBLE_VAL, "<f8"),
+    pa.float32(): _fixed_scalar(_FLOAT_VAL, "<f4"),
     pa.string(): _scalar("string_val"),
     pa.list_(pa.int64()): _int64_lists,
 }
@@ -246,13 +281,16 @@ def value_bytes(column: pa.Array) -> list[Blob]:
 
 
 def value_texts(column: pa.Array, encoded: list[Blob]) -> list[str | None]:
-    """What Feast's SQLite store writes to `value_text`: a scalar as `str`, lists and nulls None."""
+    """What Feast's SQLite store writes to `value_text`: a scalar as `str`, lists and nulls None.
+
+    Feast takes `str()` of the decoded proto field; Arrow's Python values are the same numbers (a
+    float32 widened to a Python float, as the proto getter gives it), so no proto is decoded here.
+    """
     if pa.types.is_list(column.type):
         return [None] * len(column)
-    from feast.infra.online_stores.helpers import extract_text_and_num
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    return [extract_text_and_num(Value.FromString(b), False)[0] for b in encoded]
+    if pa.types.is_string(column.type):
+        return column.to_pylist()
+    return [None if v is None else str(v) for v in column.to_pylist()]
 
 
 def batch_rows(view: str, batch: pa.RecordBatch) -> Rows:
