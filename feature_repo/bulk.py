@@ -407,12 +407,15 @@ class SqliteBulk:
         order = sorted(range(len(rows)), key=rows.keys.__getitem__)
         keys = list(map(bytearray, _pick(rows.keys, order)))  # bound once per feature (see Blob)
         seconds = _pick(_sqlite_seconds(rows.stamps_us), order)
+        # Sequence views have no value_text (all None): NULL is written into the statement, as
+        # sqlite3 sends a None parameter through its adapter lookup too.
+        no_texts = all(texts.count(None) == len(texts) for texts in rows.texts.values())
         per_feature = [
             zip(
                 keys,
                 itertools.repeat(name),
                 _pick(rows.values[name], order),
-                _pick(rows.texts[name], order),
+                *(() if no_texts else (_pick(rows.texts[name], order),)),
                 seconds,
             )
             for name in sorted(rows.values)
@@ -421,7 +424,7 @@ class SqliteBulk:
             _insert_rows(
                 conn,
                 insert,
-                "(?, ?, ?, ?, ?, NULL)",
+                "(?, ?, ?, NULL, ?, NULL)" if no_texts else "(?, ?, ?, ?, ?, NULL)",
                 itertools.chain.from_iterable(zip(*per_feature, strict=True)),
             )
             if hold:
@@ -430,7 +433,7 @@ class SqliteBulk:
                     conn,
                     f"INSERT OR REPLACE INTO {self._held_table(view)} VALUES {{values}}",
                     "(?, ?)",
-                    zip(keys, _pick(rows.digests, order), strict=True),
+                    zip(keys, map(bytearray, _pick(rows.digests, order)), strict=True),
                 )
             if loading:
                 self._load_bytes += sum(sum(map(len, values)) for values in rows.values.values())
