@@ -29,20 +29,21 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+def _varint_size(n: int) -> int:
+    """Bytes of the protobuf varint of the uint64 `n`."""
+    size = 1
+    while size < 10 and n >= 1 << (7 * size):
+        size += 1
+    return size
+
+
 def varints(values: np.ndarray) -> tuple[bytes, np.ndarray]:
     """Protobuf varint encoding of N int64 `values`, vectorized: the bytes and (N + 1,) byte offsets.
 
     A negative value is encoded as its two's-complement uint64, in 10 bytes, as protobuf does.
     """
     v = values.astype(np.int64).view(np.uint64)  # (N,)
-    top = int(v.max()) if len(v) else 0
-    width = 1  # bytes of the largest value
-    while width < 10 and top >= 1 << (7 * width):
-        width += 1
-    sizes = np.ones(len(v), dtype=np.int64)  # bytes per value: 1 + 7-bit groups above the first
-    for k in range(1, width):
-        sizes += v >= np.uint64(1 << (7 * k))
-    smallest = int(sizes.min()) if len(v) else 0
+    width, smallest = (_varint_size(int(v.max())), _varint_size(int(v.min()))) if len(v) else (1, 0)
     if smallest == width:  # (an empty input has smallest 0)
         # Every value has the same size (timestamps of one era, small categories): the bytes are
         # a (N, width) matrix written column by column, no scatter through index arrays.
@@ -52,6 +53,9 @@ def varints(values: np.ndarray) -> tuple[bytes, np.ndarray]:
             if k < width - 1:
                 matrix[:, k] |= 0x80
         return matrix.tobytes(), np.arange(0, (len(v) + 1) * width, width, dtype=np.int64)
+    sizes = np.ones(len(v), dtype=np.int64)  # bytes per value: 1 + 7-bit groups above the first
+    for k in range(1, width):
+        sizes += v >= np.uint64(1 << (7 * k))
     offsets = np.zeros(len(v) + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
     starts = offsets[:-1]
