@@ -179,9 +179,9 @@ class Sync:
             self.writer.wait()
         if self.incremental:
             _sweep(self.bulk, self.view, self.counts)
-        # The view is complete: what its bulk load deferred (an index over the whole table, ~0.5 s
-        # per 10,000 users of 1,000 events) is built on the writer's thread while the caller
-        # goes on with the next view; `wait` (or the next write) waits for it.
+        # The view is complete: what its bulk load deferred (an index over the whole table) is
+        # built on the writer's thread while the caller goes on with the next view; `wait` (or
+        # the next write) waits for it.
         if self.writer is not None:
             self.writer.end_load(self.view)
         else:
@@ -269,10 +269,12 @@ def create_sqlite(db_path: Path) -> None:
     file left with its marker by a run that died is removed and started anew. Every other file
     journals with WAL (kept in the file).
 
-    With the default rollback journal every bulk write copies each page it touches to the journal
+    In a store in use, a rollback journal copies each existing page a write touches to the journal
     first; (user, category) keys land on random pages of a table that grows to GBs, so the write
     slowed with every chunk (0.19 -> 0.33 ms per row over 200k rows). WAL appends changed pages
-    instead: 1.7x faster on the same rows, and readers no longer block on a writer.
+    instead: 1.7x faster on the same rows, and readers no longer block on a writer. A first load
+    writes new pages, which a rollback journal does not copy, and through the WAL they would be
+    written twice (log, then checkpoint).
     """
     db_path.parent.mkdir(parents=True, exist_ok=True)
     marker = first_load_marker(db_path)
