@@ -46,9 +46,9 @@ PUSHED = b"\0" * 8
 _SQL_VARS = 30_000
 _HELD_SCAN = 50_000  # held keys per page when listing a view's holdings
 _ROWS_PER_INSERT = 1_000  # rows per multi-row INSERT (5,000 parameters for a feature row)
-# Serialized bytes a bulk load writes before it commits (SqliteBulk._transaction), so the WAL does not grow to the size of
-# the whole load. A new file's first load is one transaction: it has no WAL, and after a commit
-# its in-memory rollback journal would hold a copy of every key-index page the next one changes.
+# Serialized bytes a bulk load writes before it commits (SqliteBulk._transaction), so the WAL does
+# not grow to the size of the whole load. A new file's first load is one transaction: it has no
+# WAL, and after a commit its in-memory rollback journal would copy every key-index page it changes.
 _LOAD_COMMIT_BYTES = 1 << 30
 # Beside a SQLite store file being filled for the first time (see `first_load_marker`).
 _FIRST_LOAD_SUFFIX = ".first-load"
@@ -208,6 +208,23 @@ def first_load_marker(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + _FIRST_LOAD_SUFFIX)
 
 
+def mark_first_load(db_path: Path) -> None:
+    """Create the first-load marker of `db_path`, on disk with its directory entry before the
+    file's first page is written."""
+    marker = first_load_marker(db_path)
+    os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o644))
+    _fsync(marker)
+    _fsync(marker.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _insert_rows(conn: sqlite3.Connection, sql: str, row: str, rows: Iterable[tuple[Any, ...]]) -> None:
     """Run `sql` (an INSERT whose `{values}` is its VALUES list) over `rows`, each bound to the
     placeholders `row`, in statements of _ROWS_PER_INSERT rows.
@@ -343,11 +360,7 @@ class SqliteBulk:
         if mode != "wal":
             raise RuntimeError(f"{self._path}: SQLite refused WAL journaling (journal_mode={mode})")
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        fd = os.open(self._path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(self._path)
         self._marker.unlink()
         self._first_load = False
 

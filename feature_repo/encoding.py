@@ -284,7 +284,7 @@ def value_bytes(column: pa.Array) -> list[Blob]:
     return encode(column)
 
 
-def value_texts(column: pa.Array, encoded: list[Blob]) -> list[str | None]:
+def value_texts(column: pa.Array) -> list[str | None]:
     """What Feast's SQLite store writes to `value_text`: a scalar as `str`, lists and nulls None.
 
     Feast takes `str()` of the decoded proto field; Arrow's Python values are the same numbers (a
@@ -305,7 +305,7 @@ def batch_rows(view: str, batch: pa.RecordBatch) -> Rows:
     for name in feature_names(view):
         column = batch.column(name)
         values[name] = value_bytes(column)
-        texts[name] = value_texts(column, values[name])
+        texts[name] = value_texts(column)
     stamps = batch.column(TIMESTAMP_FIELD).cast(pa.timestamp("us", tz="UTC"))
     stamps_us = stamps.cast(pa.int64()).to_numpy()
     return Rows(keys, values, texts, stamps_us, digests(values, stamps_us))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.features import tables
-from feature_repo.bulk import Bulk, Rows, first_load_marker
+from feature_repo.bulk import Bulk, Rows, first_load_marker, mark_first_load
 from feature_repo.encoding import batch_rows, value_bytes
 
 # Arrow bytes per online write call. Serialized values, keys and statement tuples of a write take
@@ -288,25 +287,9 @@ def create_sqlite(db_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         if not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
             conn.execute(f"PRAGMA page_size={SQLITE_PAGE_BYTES}")
-            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-            if mode == "wal":  # an empty file someone already set up: an ordinary store
-                return
-            _durable_touch(marker)
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # (else set up as in use)
+                mark_first_load(db_path)
             return
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if mode != "wal":
         raise RuntimeError(f"{db_path}: SQLite refused WAL journaling (journal_mode={mode})")
-
-
-def _durable_touch(path: Path) -> None:
-    """Create the empty file `path`, on disk with its directory entry before this returns."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -173,11 +173,32 @@ features.run(Path(sys.argv[1]), Path(sys.argv[2]), CFG, on_chunk=die)
 """
 
 
-def test_a_new_store_filled_through_a_memory_journal_is_wal_and_unmarked_at_the_end(stores):
+def test_a_new_store_is_marked_while_its_first_run_fills_it_and_journals_with_wal_after(tmp_path):
+    from components import features
     from feature_repo.bulk import first_load_marker
 
-    ours, *_ = stores
-    assert not first_load_marker(ours / "online.db").exists()
+    ingest = make_ingest_dir(tmp_path / "ingest")
+    db = tmp_path / "feast" / "online.db"
+    marked = []
+    features.run(
+        ingest,
+        tmp_path / "feast",
+        CFG,
+        on_chunk=lambda stage, rows: marked.append(first_load_marker(db).exists()),
+    )
+    assert marked and all(marked)
+    assert not first_load_marker(db).exists()
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # A second run finds a store in use: no marker, written through the WAL.
+    marked.clear()
+    features.run(
+        ingest,
+        tmp_path / "feast",
+        CFG,
+        on_chunk=lambda stage, rows: marked.append(first_load_marker(db).exists()),
+    )
+    assert marked and not any(marked)
 
 
 def test_a_process_dying_while_filling_a_new_store_leaves_it_marked_and_the_next_run_starts_it_again(
