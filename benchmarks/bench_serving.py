@@ -183,6 +183,13 @@ def _load(
             "server_total": round(float(np.median(total)), 3),
             "http_and_client": round(float(np.median(http_ms)), 3),
         },
+        # The same at the 99th percentile: where the tail of the client's latency comes from.
+        "split_p99_ms": {
+            "features": round(float(np.percentile(server[:, 0], 99)), 3) if len(server) else None,
+            "model": round(float(np.percentile(server[:, 1], 99)), 3) if len(server) else None,
+            "server_total": round(float(np.percentile(total, 99)), 3),
+            "http_and_client": round(float(np.percentile(http_ms, 99)), 3),
+        },
     }
 
 

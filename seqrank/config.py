@@ -327,6 +327,14 @@ class ServeConfig(_Section):
         description="intra-op threads per process; 1 measured fastest on 2 cores, where a second "
         "thread competes with the event loop and other requests (docs/serving.md)",
     )
+    unit_cores: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="cores the activation unit of a request may use while no other request is being "
+        "scored in its process (ONNX Runtime); None: the machine's cores divided among the workers. "
+        "Under load each request keeps to one (docs/serving.md)",
+    )
     runtime: Literal["onnxruntime", "torch"] = Field(
         "onnxruntime",
         description="runtime of the activation units' heavy part: ONNX Runtime measured faster "

@@ -263,6 +263,7 @@ class Service:
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
         self._timeout_s = cfg.feature_timeout_ms / 1000
+        self.cores = runtime.CoreShare(cfg.unit_cores or runtime.default_unit_cores(cfg.workers))
 
     @staticmethod
     def now_ms() -> int:
@@ -283,7 +284,7 @@ class Service:
 
     def _serve_bundle(self, bundle: Bundle) -> None:
         # Sessions first: a request that sees the new bundle finds its runtime ready.
-        runtime.prepare(bundle.model, self.cfg.runtime, self.cfg.torch_threads)
+        runtime.prepare(bundle.model, self.cfg.runtime, self.cores.cores)
         self.bundle = bundle
         self.metrics.serving(bundle.model.spec.name, bundle.model_version)
         n_items = max(len(bundle.item_category), bundle.vocab_sizes.get("item", 0))
@@ -419,6 +420,10 @@ class Service:
 
     def rank(self, request: RankRequest) -> dict[str, Any]:
         """The RankResponse for `request` as plain JSON-able data (items by score, descending)."""
+        with self.cores.request():  # counted in flight, for the cores its scoring may use
+            return self._rank(request)
+
+    def _rank(self, request: RankRequest) -> dict[str, Any]:
         started = time.perf_counter()
         bundle = self.bundle  # one reference for the whole request, whatever a reload does meanwhile
         if bundle is None:

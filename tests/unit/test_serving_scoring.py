@@ -216,3 +216,98 @@ def test_non_sigmoid_units_stay_on_pytorch():
 
     with pytest.raises(ValueError, match="only the sigmoid unit"):
         runtime.UnitSession(TargetAttention(8, (6, 4), activation="prelu"))
+
+
+@pytest.mark.parametrize("name", ["din", "sim"])
+def test_a_request_scored_alone_on_two_cores_gets_the_same_scores_bit_for_bit(name):
+    # The parallel session splits the unit's products over threads; every score is computed by the
+    # same instructions, so the request's answer does not depend on how busy the service is.
+    from serving import runtime
+
+    model = _model(name)
+    inputs = _inputs(seed=5, history=16, candidates=300)  # 300 × 14 real behaviors ≥ MIN_PARALLEL_PAIRS
+    with torch.inference_mode():
+        assert runtime.prepare(model, "onnxruntime", cores=2) == 1
+        unit = model.attention if name == "din" else model.short_attention
+        session = runtime.session_of(unit)
+        assert session is not None and session.parallel is not None
+        used = []
+        run = session.parallel.run
+
+        def recording(*args, **kwargs):
+            used.append("parallel")
+            return run(*args, **kwargs)
+
+        session.parallel.run = recording  # type: ignore[method-assign]
+        one_core = logits(model, inputs)  # outside a request: one core
+        assert used == []
+        with runtime.CoreShare(2).request():
+            two_cores = logits(model, inputs)
+        assert used == ["parallel"]
+        runtime.prepare(model, "torch")
+    assert torch.equal(one_core, two_cores)
+
+
+def test_a_request_keeps_to_one_core_while_another_is_in_flight():
+    import threading
+
+    from serving import runtime
+
+    model = _model("din")
+    inputs = _inputs(seed=5, history=16, candidates=300)
+    share = runtime.CoreShare(2)
+    with torch.inference_mode():
+        runtime.prepare(model, "onnxruntime", cores=2)
+        session = runtime.session_of(model.attention)
+        assert session is not None and session.parallel is not None
+        used = []
+        run = session.parallel.run
+
+        def recording(*args, **kwargs):
+            used.append(threading.current_thread().name)
+            return run(*args, **kwargs)
+
+        session.parallel.run = recording  # type: ignore[method-assign]
+        other_in_flight, scored = threading.Event(), threading.Event()
+
+        def other_request():
+            with share.request():
+                other_in_flight.set()
+                scored.wait(10)
+
+        other = threading.Thread(target=other_request, name="other")
+        with share.request():
+            assert share.alone()
+            logits(model, inputs)
+            other.start()
+            assert other_in_flight.wait(10)
+            assert not share.alone()
+            logits(model, inputs)  # another request is in flight: one core
+            scored.set()
+            other.join()
+            assert share.alone()
+            logits(model, inputs)  # alone again
+        runtime.prepare(model, "torch")
+    assert used == ["MainThread", "MainThread"]
+    with pytest.raises(ValueError, match="unit cores = 0"):
+        runtime.CoreShare(0)
+
+
+def test_small_requests_stay_on_one_core():
+    # Below MIN_PARALLEL_PAIRS the wake-up of a second thread costs more than it saves.
+    from serving import runtime
+
+    model = _model("din")
+    inputs = _inputs(seed=5, history=16, candidates=20)
+    with torch.inference_mode():
+        runtime.prepare(model, "onnxruntime", cores=2)
+        session = runtime.session_of(model.attention)
+        assert session is not None and session.parallel is not None
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("the parallel session ran for 20 candidates")
+
+        session.parallel.run = refuse  # type: ignore[method-assign]
+        with runtime.CoreShare(2).request():
+            logits(model, inputs)
+        runtime.prepare(model, "torch")
