@@ -1,17 +1,20 @@
-"""The inference runtime of the activation unit's heavy part: ONNX Runtime, or eager PyTorch.
+"""The inference runtime of the scorers' heavy parts: ONNX Runtime, or eager PyTorch.
 
 After serving.scoring's rewrite, most of a DIN or SIM request is one subgraph of the activation
 unit: the (B × D+1) @ (D+1 × L'·H₁) product with the user's kernel, a sigmoid, each hidden Linear
 and sigmoid, and the H_k → 1 output. `benchmarks/bench_runtimes.py` times it: ONNX Runtime's CPU
 provider runs it in 4.3–4.4 ms where eager PyTorch takes 5.5–6.5 ms (B = 500, L' = 50, one
-thread), scores equal within 1.4e-7; docs/serving.md has the table. The session is built from the
-unit's own trained weights when a bundle is loaded (`prepare`), with B and L' symbolic, so one
-session serves every request. Eager PyTorch stays as the checked fallback: units with a non-
-sigmoid activation, `serve.runtime: torch`, and the reference the tests compare against (1e-5).
+thread), scores equal within 1.4e-7; docs/serving.md has the table. Most of the rest is the
+model's MLP tower (Linear, Dice, Linear, Dice, Linear), which eager PyTorch ran in 0.8–1.9 ms at
+500 candidates and ONNX Runtime in 0.7. The sessions are built from the model's own trained
+weights when a bundle is loaded (`prepare`), with the batch symbolic, so one session serves every
+request. Eager PyTorch stays as the checked fallback: units with a non-sigmoid activation,
+towers with a layer the graph does not know, `serve.runtime: torch`, and the reference the tests
+compare against (1e-5).
 
-A request scored while no other is (one client, a quiet service) may run its unit on several
-cores (`CoreShare`, `serve.unit_threads`); under load each request keeps to one, so requests run
-side by side instead of contending for the same cores.
+A request scored while no other is in flight (one client, a quiet service) runs these graphs on
+several cores (`CoreShare`, `serve.unit_cores`); under load each request keeps to one, so
+requests run side by side instead of contending for the same cores.
 """
 
 from __future__ import annotations
@@ -23,37 +26,80 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch import nn
 
-from training.layers import TargetAttention
+from training.layers import MLP, Dice, TargetAttention
 from training.models import CtrModel
 
 log = logging.getLogger(__name__)
 
 Runtime = Literal["onnxruntime", "torch"]
 
-# unit -> its session; weak, so a model dropped by a reload takes its sessions with it.
-_SESSIONS: weakref.WeakKeyDictionary[TargetAttention, UnitSession] = weakref.WeakKeyDictionary()
+# module -> its sessions; weak, so a model dropped by a reload takes its sessions with it.
+_SESSIONS: weakref.WeakKeyDictionary[nn.Module, UnitSession | TowerSession] = weakref.WeakKeyDictionary()
 # The share of the request being scored in this context (CoreShare.request sets it); None: one core.
 _SHARE: ContextVar[CoreShare | None] = ContextVar("seqrank_core_share", default=None)
-# Below this many (candidate, behavior) pairs a second core costs more in wake-ups than it saves.
+# Below these sizes a second core costs more in wake-ups than it saves: (candidate, behavior)
+# pairs of an activation unit, candidates of a tower.
 MIN_PARALLEL_PAIRS = 2_048
+MIN_PARALLEL_ROWS = 256
+OPSET = 17
+
+
+class _Sessions:
+    """One graph's ONNX Runtime sessions: one on one thread and, with `cores` > 1, one splitting
+    the work over that many threads. MLAS partitions products by rows and columns and elementwise
+    kernels by ranges, so each output is computed by the same instructions either way: the two
+    give equal results, bit for bit."""
+
+    def __init__(self, graph: Any, cores: int, min_parallel: int) -> None:
+        import onnxruntime as ort
+        from onnx import helper
+
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]).SerializeToString()
+
+        def session(threads: int) -> ort.InferenceSession:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # No spinning pool threads between requests: they would take the core other requests need.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+        self.one = session(1)
+        self.parallel = session(cores) if cores > 1 else None
+        self.cores = cores
+        self.min_parallel = min_parallel
+        self.output = graph.output[0].name
+
+    def run(self, feeds: dict[str, np.ndarray], work: int) -> np.ndarray:
+        """The graph's output for `feeds`: on all the cores while the request is the only one in
+        its process (`CoreShare`) and `work` is at least `min_parallel`, else on one."""
+        session = self.one
+        if self.parallel is not None and work >= self.min_parallel:
+            share = _SHARE.get()
+            if share is not None and share.alone():
+                session = self.parallel
+        [out] = session.run([self.output], feeds)
+        return out
+
+
+def _constant(value: torch.Tensor) -> np.ndarray:
+    return value.detach().float().numpy().copy()
 
 
 class UnitSession:
     """ONNX Runtime sessions of one sigmoid activation unit after its first product's kernel.
 
-    Input query (B, D+1) and kernel (D+1, L'·H₁), both float32; output the scores (B, L'). One
-    session runs on one thread; with `cores` > 1 a second one splits a request's rows over that
-    many threads (MLAS partitions the products by rows and columns, so each score is computed
-    by the same instructions either way: the scores are equal, bit for bit).
+    Input query (B, D+1) and kernel (D+1, L'·H₁), both float32; output the scores (B, L').
     """
 
     def __init__(self, unit: TargetAttention, cores: int = 1) -> None:
-        import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
 
         if unit.activation != "sigmoid":
@@ -68,8 +114,8 @@ class UnitSession:
         last = "a0"
         for i, linear in enumerate([*unit.layers, unit.out], start=1):
             weight, bias = f"w{i}", f"b{i}"
-            constants[weight] = linear.weight.detach().float().numpy().copy()  # (out, in)
-            constants[bias] = linear.bias.detach().float().numpy().copy()
+            constants[weight] = _constant(linear.weight)  # (out, in)
+            constants[bias] = _constant(linear.bias)
             nodes.append(helper.make_node("Gemm", [last, weight, bias], [f"h{i}"], transB=1))
             last = f"h{i}"
             if linear is not unit.out:
@@ -85,48 +131,100 @@ class UnitSession:
             [helper.make_tensor_value_info(last, TensorProto.FLOAT, ["BL", 1])],
             [numpy_helper.from_array(value, name) for name, value in constants.items()],
         )
-        graph_bytes = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
-
-        def session(threads: int) -> ort.InferenceSession:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            # No spinning pool threads between requests: they would take the core other requests need.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            return ort.InferenceSession(graph_bytes, options, providers=["CPUExecutionProvider"])
-
-        self.session = session(1)
-        self.cores = cores
-        self.parallel = session(cores) if cores > 1 else None
-        self._output = last
+        self.sessions = _Sessions(graph, cores, MIN_PARALLEL_PAIRS)
 
     def scores(self, query: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        """(B, D+1), (D+1, L'·H₁) float32 → the unit's scores (B, L') as a tensor: on all the
-        session's cores while the request is the only one in its process (`CoreShare`), else one."""
+        """(B, D+1), (D+1, L'·H₁) float32 → the unit's scores (B, L') as a tensor."""
         batch, pairs = query.shape[0], query.shape[0] * kernel.shape[1] // self._hidden_1
-        session = self.session
-        if self.parallel is not None and pairs >= MIN_PARALLEL_PAIRS:
-            share = _SHARE.get()
-            if share is not None and share.alone():
-                session = self.parallel
         feeds = {"query": query.contiguous().numpy(), "kernel": kernel.contiguous().numpy()}
-        [out] = session.run([self._output], feeds)
-        return torch.from_numpy(out).view(batch, -1)
+        return torch.from_numpy(self.sessions.run(feeds, pairs)).view(batch, -1)
+
+
+class TowerSession:
+    """ONNX Runtime sessions of an MLP tower in eval mode: (B, F) float32 → (B, out).
+
+    Linear layers are Gemms. Dice in eval mode is x · (α + p (1 − α)) with p the sigmoid of the
+    running-statistics normalisation (x − μ) / √(σ² + ε), written as x · s + t with s and t
+    computed once; dropout is the identity. A tower with any other layer has no graph
+    (`ValueError`) and stays in eager PyTorch.
+    """
+
+    def __init__(self, tower: MLP, cores: int = 1) -> None:
+        from onnx import TensorProto, helper, numpy_helper
+
+        constants: dict[str, np.ndarray] = {}
+        nodes = []
+        last, width, out_width = "x", None, None
+        for i, layer in enumerate(tower.net):
+            if isinstance(layer, nn.Linear):
+                constants[f"w{i}"], constants[f"b{i}"] = _constant(layer.weight), _constant(layer.bias)
+                nodes.append(helper.make_node("Gemm", [last, f"w{i}", f"b{i}"], [f"h{i}"], transB=1))
+                width = layer.in_features if width is None else width
+                out_width, last = layer.out_features, f"h{i}"
+            elif isinstance(layer, Dice):
+                norm = layer.norm
+                assert norm.running_mean is not None and norm.running_var is not None  # tracked
+                scale = torch.rsqrt(norm.running_var + norm.eps)
+                constants[f"s{i}"] = _constant(scale)
+                constants[f"t{i}"] = _constant(-norm.running_mean * scale)
+                constants[f"a{i}"] = _constant(layer.alpha)
+                constants[f"c{i}"] = _constant(1 - layer.alpha)
+                nodes += [
+                    helper.make_node("Mul", [last, f"s{i}"], [f"n{i}"]),
+                    helper.make_node("Add", [f"n{i}", f"t{i}"], [f"z{i}"]),
+                    helper.make_node("Sigmoid", [f"z{i}"], [f"p{i}"]),
+                    helper.make_node("Mul", [f"p{i}", f"c{i}"], [f"q{i}"]),
+                    helper.make_node("Add", [f"q{i}", f"a{i}"], [f"g{i}"]),  # α + p (1 − α)
+                    helper.make_node("Mul", [last, f"g{i}"], [f"d{i}"]),
+                ]
+                last = f"d{i}"
+            elif isinstance(layer, nn.ReLU | nn.Sigmoid):
+                op = "Relu" if isinstance(layer, nn.ReLU) else "Sigmoid"
+                nodes.append(helper.make_node(op, [last], [f"r{i}"]))
+                last = f"r{i}"
+            elif isinstance(layer, nn.PReLU):
+                constants[f"slope{i}"] = _constant(layer.weight)
+                nodes.append(helper.make_node("PRelu", [last, f"slope{i}"], [f"r{i}"]))
+                last = f"r{i}"
+            elif not isinstance(layer, nn.Dropout):  # dropout: the identity in eval mode
+                raise ValueError(f"tower layer {type(layer).__name__}: no ONNX graph for it")
+        if width is None:
+            raise ValueError("tower without a Linear layer")
+        graph = helper.make_graph(
+            nodes,
+            "tower",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", width])],
+            [helper.make_tensor_value_info(last, TensorProto.FLOAT, ["B", out_width])],
+            [numpy_helper.from_array(value, name) for name, value in constants.items()],
+        )
+        self.sessions = _Sessions(graph, cores, MIN_PARALLEL_ROWS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F) float32 → (B, out), as the tower's eval-mode forward."""
+        return torch.from_numpy(self.sessions.run({"x": x.contiguous().numpy()}, x.shape[0]))
 
 
 def session_of(unit: TargetAttention) -> UnitSession | None:
-    """The unit's session when its model was prepared for ONNX Runtime, else None (eager)."""
-    return _SESSIONS.get(unit)
+    """The unit's sessions when its model was prepared for ONNX Runtime, else None (eager)."""
+    session = _SESSIONS.get(unit)
+    return session if isinstance(session, UnitSession) else None
+
+
+def tower(mlp: MLP, x: torch.Tensor) -> torch.Tensor:
+    """`mlp(x)`, through its sessions when its model was prepared for ONNX Runtime."""
+    session = _SESSIONS.get(mlp)
+    return session.forward(x) if isinstance(session, TowerSession) else mlp(x)
 
 
 def prepare(model: CtrModel, runtime: Runtime, cores: int = 1) -> int:
-    """Build sessions for `model`'s sigmoid activation units (runtime "onnxruntime"), or drop
-    them ("torch"); how many units got one. `cores`: the most a request scored alone may use.
-    Float32 models only: the graph is float32."""
+    """Build sessions for `model`'s sigmoid activation units and its MLP tower (`model.mlp`)
+    (runtime "onnxruntime"), or drop them ("torch"); how many modules got them. `cores`: the
+    most a request in flight alone may use. Float32 models only: the graphs are float32."""
     units = [m for m in model.modules() if isinstance(m, TargetAttention)]
-    for unit in units:
-        _SESSIONS.pop(unit, None)
+    mlp = getattr(model, "mlp", None)
+    towers = [mlp] if isinstance(mlp, MLP) else []
+    for module in [*units, *towers]:
+        _SESSIONS.pop(module, None)
     if runtime == "torch":
         return 0
     built = 0
@@ -135,7 +233,21 @@ def prepare(model: CtrModel, runtime: Runtime, cores: int = 1) -> int:
             continue
         _SESSIONS[unit] = UnitSession(unit, cores)
         built += 1
-    log.info("%s: %d of %d activation units on ONNX Runtime", model.spec.name, built, len(units))
+    for mlp in towers:
+        if any(p.dtype != torch.float32 for p in mlp.parameters()) or mlp.training:
+            continue
+        try:
+            _SESSIONS[mlp] = TowerSession(mlp, cores)
+        except ValueError as err:
+            log.info("%s: tower stays on PyTorch (%s)", model.spec.name, err)
+            continue
+        built += 1
+    log.info(
+        "%s: %d of %d activation units and towers on ONNX Runtime",
+        model.spec.name,
+        built,
+        len(units) + len(towers),
+    )
     return built
 
 
@@ -145,13 +257,13 @@ def default_unit_cores(workers: int) -> int:
 
 
 class CoreShare:
-    """The requests in flight in this process, so the activation unit of a request that is the
-    only one may use all `cores`, and one core otherwise.
+    """The requests in flight in this process, so the sessions of a request that is the only one
+    may use all `cores`, and one core otherwise.
 
     At one client the other cores of the machine are idle while a request is scored (SIM, 500
     candidates, 2 cores: the unit 5.3 → 2.8 ms). Under load every core already has a request:
     giving each request two threads there made them contend (SIM at 4 clients: 97 → 79
-    requests/s), so the unit asks, when it runs, whether another request is in flight (reading
+    requests/s), so each session asks, when it runs, whether another request is in flight (reading
     its features, scoring or answering) and then keeps to one core.
     """
 
@@ -168,7 +280,7 @@ class CoreShare:
 
     @contextmanager
     def request(self) -> Iterator[None]:
-        """Handle one request inside this block; its units see this share."""
+        """Handle one request inside this block; its sessions see this share."""
         with self._lock:
             self._in_flight += 1
         token = _SHARE.set(self)

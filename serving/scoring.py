@@ -164,7 +164,7 @@ def score_din(model: DIN, inputs: RequestInputs) -> torch.Tensor:
     user, target = _user_and_target(model, inputs)
     interest = shared_attention(model.attention, target, *_history_keys(model, inputs))  # (B, 2D)
     features = torch.cat([user, interest, target, interest * target], dim=1)  # (B, 7D)
-    return model.mlp(_dense(model, inputs, features)).squeeze(1)
+    return runtime.tower(model.mlp, _dense(model, inputs, features)).squeeze(1)
 
 
 def score_sim_hard(model: SIM, inputs: RequestInputs) -> torch.Tensor:
@@ -209,7 +209,7 @@ def score_sim_hard(model: SIM, inputs: RequestInputs) -> torch.Tensor:
 
     intensity = torch.log1p(found.sum(dim=1, keepdim=True).to(long_term.dtype)).index_select(0, rows)
     features = torch.cat([user, long_term, short_term, target, intensity], dim=1)
-    return model.mlp(_dense(model, inputs, features)).squeeze(1)
+    return runtime.tower(model.mlp, _dense(model, inputs, features)).squeeze(1)
 
 
 def category_attention(

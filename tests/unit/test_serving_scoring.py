@@ -197,13 +197,16 @@ def test_onnxruntime_scores_equal_pytorchs(name):
     inputs = _inputs(seed=11, history=16, candidates=60)
     with torch.inference_mode():
         eager = torch.sigmoid(logits(model, inputs)).numpy()
-        assert runtime.prepare(model, "onnxruntime") == 1  # DIN's unit; SIM's short-term unit
+        # DIN's unit or SIM's short-term unit, and the MLP tower.
+        assert runtime.prepare(model, "onnxruntime") == 2
         assert runtime.session_of(model.attention if name == "din" else model.short_attention) is not None
+        assert isinstance(runtime._SESSIONS.get(model.mlp), runtime.TowerSession)
         served = torch.sigmoid(logits(model, inputs)).numpy()
         batch = {key: value.contiguous() for key, value in expand_batch(inputs).items()}
         reference = torch.sigmoid(model(batch)).numpy()
         assert runtime.prepare(model, "torch") == 0
         assert runtime.session_of(model.attention if name == "din" else model.short_attention) is None
+        assert model.mlp not in runtime._SESSIONS
     np.testing.assert_allclose(served, eager, atol=1e-5, rtol=0)
     np.testing.assert_allclose(served, reference, atol=1e-5, rtol=0)
     assert np.std(served) > 1e-3
@@ -227,18 +230,18 @@ def test_a_request_scored_alone_on_two_cores_gets_the_same_scores_bit_for_bit(na
     model = _model(name)
     inputs = _inputs(seed=5, history=16, candidates=300)  # 300 × 14 real behaviors ≥ MIN_PARALLEL_PAIRS
     with torch.inference_mode():
-        assert runtime.prepare(model, "onnxruntime", cores=2) == 1
+        assert runtime.prepare(model, "onnxruntime", cores=2) == 2
         unit = model.attention if name == "din" else model.short_attention
         session = runtime.session_of(unit)
-        assert session is not None and session.parallel is not None
+        assert session is not None and session.sessions.parallel is not None
         used = []
-        run = session.parallel.run
+        run = session.sessions.parallel.run
 
         def recording(*args, **kwargs):
             used.append("parallel")
             return run(*args, **kwargs)
 
-        session.parallel.run = recording  # type: ignore[method-assign]
+        session.sessions.parallel.run = recording  # type: ignore[method-assign]
         one_core = logits(model, inputs)  # outside a request: one core
         assert used == []
         with runtime.CoreShare(2).request():
@@ -259,15 +262,15 @@ def test_a_request_keeps_to_one_core_while_another_is_in_flight():
     with torch.inference_mode():
         runtime.prepare(model, "onnxruntime", cores=2)
         session = runtime.session_of(model.attention)
-        assert session is not None and session.parallel is not None
+        assert session is not None and session.sessions.parallel is not None
         used = []
-        run = session.parallel.run
+        run = session.sessions.parallel.run
 
         def recording(*args, **kwargs):
             used.append(threading.current_thread().name)
             return run(*args, **kwargs)
 
-        session.parallel.run = recording  # type: ignore[method-assign]
+        session.sessions.parallel.run = recording  # type: ignore[method-assign]
         other_in_flight, scored = threading.Event(), threading.Event()
 
         def other_request():
@@ -302,12 +305,60 @@ def test_small_requests_stay_on_one_core():
     with torch.inference_mode():
         runtime.prepare(model, "onnxruntime", cores=2)
         session = runtime.session_of(model.attention)
-        assert session is not None and session.parallel is not None
+        assert session is not None and session.sessions.parallel is not None
 
         def refuse(*args, **kwargs):
             raise AssertionError("the parallel session ran for 20 candidates")
 
-        session.parallel.run = refuse  # type: ignore[method-assign]
+        session.sessions.parallel.run = refuse  # type: ignore[method-assign]
         with runtime.CoreShare(2).request():
             logits(model, inputs)
         runtime.prepare(model, "torch")
+
+
+@pytest.mark.parametrize("activation", ["dice", "prelu", "relu", "sigmoid"])
+def test_a_tower_in_onnxruntime_equals_its_eager_forward(activation):
+    # Every activation an MLP offers, with dropout (the identity in eval mode) and trained-looking
+    # statistics, on one core and on two (bit for bit).
+    from serving import runtime
+    from training.layers import MLP
+
+    torch.manual_seed(3)
+    mlp = MLP(24, [32, 16], activation=activation, out_dim=1, dropout=0.1)
+    with torch.no_grad():
+        for module in mlp.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2.0)
+        for parameter in mlp.parameters():
+            if parameter.dim() == 1:  # biases, Dice's α, PReLU's slopes
+                parameter.uniform_(-0.5, 0.5)
+    mlp.eval()
+    x = torch.randn(runtime.MIN_PARALLEL_ROWS + 44, 24) * 3
+    session = runtime.TowerSession(mlp, cores=2)
+    with torch.inference_mode():
+        eager = mlp(x)
+        one_core = session.forward(x)
+        with runtime.CoreShare(2).request():
+            two_cores = session.forward(x)
+    assert one_core.shape == eager.shape == (x.shape[0], 1)
+    torch.testing.assert_close(one_core, eager, rtol=0, atol=1e-5)
+    assert torch.equal(one_core, two_cores)
+    assert float(eager.std()) > 1e-2
+
+
+def test_a_tower_with_a_layer_the_graph_does_not_know_stays_on_pytorch():
+    from serving import runtime
+    from training.layers import MLP
+
+    mlp = MLP(8, [6], activation="relu").eval()
+    mlp.net.insert(1, torch.nn.LayerNorm(6))
+    with pytest.raises(ValueError, match="tower layer LayerNorm"):
+        runtime.TowerSession(mlp)
+    model = _model("din")
+    model.mlp = mlp
+    assert runtime.prepare(model, "onnxruntime") == 1  # the unit only
+    x = torch.randn(5, 8)
+    with torch.inference_mode():
+        torch.testing.assert_close(runtime.tower(mlp, x), mlp(x), rtol=0, atol=0)
+    runtime.prepare(model, "torch")
