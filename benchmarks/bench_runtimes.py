@@ -3,9 +3,10 @@
 The subgraph is `serving.scoring.shared_attention` after its kernel is built: the (B × D+1) @
 (D+1 × L'·H₁) product, a sigmoid, the (B·L', H₁) × (H₁, H₂) layer, a sigmoid and the H₂ → 1 output,
 with the weights of a default-config DIN. It is timed in eager PyTorch, under `torch.compile`
-(default and max-autotune, static shapes) and, when `onnxruntime` and `onnx` are installed (they
-are not dependencies), in ONNX Runtime from the same weights. Prints one JSON object of medians
-in ms and each runtime's largest difference from eager.
+(default and max-autotune, static shapes) and in ONNX Runtime through the graph the service
+runs (`serving.runtime.UnitSession`, its input layout included), on one thread and on every core
+as for a request alone in its process. Prints one JSON object of medians in ms and each
+runtime's largest difference from eager.
 
     python -m benchmarks.bench_runtimes --candidates 500 --history 50
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,17 +26,21 @@ import torch
 from seqrank.config import ModelConfig
 
 
-def _weights(seed: int) -> dict[str, np.ndarray]:
-    """The activation unit's layers of a default-config DIN, as numpy arrays (H₁ = first hidden)."""
+def _unit(seed: int) -> Any:
+    """The activation unit of a default-config DIN (seeded weights)."""
     from training.models import ModelSpec, build_model, model_hparams
 
     torch.manual_seed(seed)
     cfg = ModelConfig(name="din")
     sizes = {"user": 100, "item": 1_000, "category": 50, "brand": 10}
-    model = build_model(ModelSpec("din", hparams=model_hparams(cfg), vocab_sizes=sizes)).eval()
-    unit = model.attention
+    unit = build_model(ModelSpec("din", hparams=model_hparams(cfg), vocab_sizes=sizes)).eval().attention
     if unit.activation != "sigmoid" or len(unit.layers) != 1:
         raise SystemExit("the benchmark's graph assumes the default unit: sigmoid, two hidden layers")
+    return unit
+
+
+def _weights(unit: Any) -> dict[str, np.ndarray]:
+    """The unit's layers as numpy arrays (H₁ = first hidden), and its D."""
     [second] = unit.layers
     return {
         "dim": np.array(unit.first.weight.shape[1] // 4),
@@ -56,45 +62,12 @@ def _timed(run: Callable[[], Any], repeats: int) -> float:
     return round(float(np.median(times)) * 1e3, 3)
 
 
-def _onnx_session(w: dict[str, np.ndarray], kernel: np.ndarray, batch: int, length: int) -> Any:
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    hidden_1 = w["w2"].shape[0]
-    constants = {
-        "kernel": kernel,
-        **{name: w[name] for name in ("w2", "b2", "w3", "b3")},
-        "rows": np.array([batch * length, hidden_1], dtype=np.int64),
-        "scores": np.array([batch, length], dtype=np.int64),
-    }
-    nodes = [
-        helper.make_node("MatMul", ["query", "kernel"], ["h0"]),
-        helper.make_node("Reshape", ["h0", "rows"], ["h1"]),
-        helper.make_node("Sigmoid", ["h1"], ["a1"]),
-        helper.make_node("Gemm", ["a1", "w2", "b2"], ["h2"]),
-        helper.make_node("Sigmoid", ["h2"], ["a2"]),
-        helper.make_node("Gemm", ["a2", "w3", "b3"], ["h3"]),
-        helper.make_node("Reshape", ["h3", "scores"], ["out"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "activation_unit",
-        [helper.make_tensor_value_info("query", TensorProto.FLOAT, [batch, kernel.shape[0]])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch, length])],
-        [numpy_helper.from_array(value, name) for name, value in constants.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 def benchmark_runtimes(
     candidates: int = 500, history: int = 50, threads: int = 1, repeats: int = 60, compile_modes: bool = True
 ) -> dict[str, Any]:
     torch.set_num_threads(threads)
-    w = _weights(0)
+    unit = _unit(0)
+    w = _weights(unit)
     rng = np.random.default_rng(0)
     dim = int(w["dim"])  # the unit's D: [item ⊕ category], 2 × embedding_dim
     kernel = (rng.standard_normal((dim + 1, history * w["w2"].shape[0])) * 0.3).astype(np.float32)
@@ -122,16 +95,23 @@ def benchmark_runtimes(
                     "compile_s": round(time.perf_counter() - started, 1),
                     "max_diff": float((out - reference).abs().max()),
                 }
-    try:
-        session = _onnx_session(w, kernel, candidates, history)
-    except ImportError:
-        result["onnxruntime"] = "not installed (pip install onnxruntime onnx to compare)"
-    else:
-        [out] = session.run(None, {"query": query})
+    # The served graph (serving.runtime.UnitSession) from the same weights, input layout included:
+    # on one thread, and on every core as for a request alone in its process.
+    from serving import runtime
+
+    kernel_3d = t["kernel"].view(dim + 1, history, -1).permute(1, 2, 0).contiguous()  # (L', H₁, D+1)
+    served = runtime.UnitSession(unit, cores=os.cpu_count() or 1)
+    with torch.inference_mode():
+        out = served.scores(t["query"], kernel_3d)
         result["onnxruntime"] = {
-            "ms": _timed(lambda: session.run(None, {"query": query}), repeats),
-            "max_diff": float(np.abs(out - reference.numpy()).max()),
+            "ms": _timed(lambda: served.scores(t["query"], kernel_3d), repeats),
+            "max_diff": float((out - reference).abs().max()),
         }
+        with runtime.CoreShare(os.cpu_count() or 1).request():
+            result["onnxruntime_alone"] = {
+                "cores": os.cpu_count(),
+                "ms": _timed(lambda: served.scores(t["query"], kernel_3d), repeats),
+            }
     result["eager_ms_after"] = _timed(lambda: eager(t["query"], t["kernel"]), repeats)  # drift check
     return result
 
