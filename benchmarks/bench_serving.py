@@ -201,6 +201,7 @@ def benchmark_serving(
     seconds: float = 10.0,
     workers: int = 1,
     torch_threads: int = 1,
+    unit_cores: int | None = None,
     runtime: Runtime = "onnxruntime",
     seq_len: int | None = None,
     sweep: list[tuple[int, int]] | None = None,
@@ -214,6 +215,7 @@ def benchmark_serving(
         port=_free_port(),
         workers=workers,
         torch_threads=torch_threads,
+        unit_cores=unit_cores,
         runtime=runtime,
         max_candidates=max(2_000, candidates),
     )
@@ -268,6 +270,7 @@ def benchmark_serving(
         "history_events": history,
         "workers": workers,
         "torch_threads": torch_threads,
+        "unit_cores": serve_cfg.unit_cores,
         "runtime": runtime,
         "seconds": seconds,
         "budget_p99_ms": BUDGET_P99_MS,
@@ -290,6 +293,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="service processes")
     parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads per process")
     parser.add_argument(
+        "--unit-cores", type=int, default=None, help="serve.unit_cores (default: cores / workers)"
+    )
+    parser.add_argument(
         "--runtime", choices=["onnxruntime", "torch"], default="onnxruntime", help="serve.runtime"
     )
     parser.add_argument(
@@ -309,6 +315,7 @@ def main() -> None:
         seconds=args.seconds,
         workers=args.workers,
         torch_threads=args.torch_threads,
+        unit_cores=args.unit_cores,
         runtime=args.runtime,
         seq_len=args.seq_len,
         sweep=sweep,  # type: ignore[arg-type]
