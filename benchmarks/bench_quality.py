@@ -24,6 +24,7 @@ logs; the AUCs are those of the best epoch on the test split.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import tempfile
@@ -42,7 +43,11 @@ from training.metrics import auc, gauc
 
 log = logging.getLogger(__name__)
 
-GOAL_GAP_CLOSED = 0.9  # the issue's goal for the best model
+# DESIGN §6: the best model closes this share of the popularity → revealed-oracle AUC gap on the
+# default world (the packaged config's generator settings), and the lower one on other seeds and
+# sizes; the full oracle's share is reported beside it. And sim > din > emb_mlp.
+GOAL_REVEALED_DEFAULT_WORLD, GOAL_REVEALED_OTHER_WORLDS = 0.97, 0.95
+GOAL_ORDER = ("sim", "din", "emb_mlp")
 POPULARITY_PRIOR = 20.0  # pseudo-impressions at the global CTR smoothing each item's CTR
 
 
@@ -126,10 +131,12 @@ def benchmark_quality(
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         root = Path(work or tmp)
         oracle_file = None
+        world: GeneratorConfig | None = None  # the generator settings of logs made by this call
         if inputs is None:
             raw = root / "raw"
             if not (raw / "summary.json").exists():
                 generate(generator or GeneratorConfig(), raw)
+                world = generator or GeneratorConfig()
             inputs, fmt, oracle_file = [str(raw / "events.jsonl")], "jsonl", raw / "oracle.parquet"
             side = {"users": raw / "users.parquet", "items": raw / "items.parquet"}
         else:
@@ -177,9 +184,29 @@ def benchmark_quality(
     result["best_model"] = best
     if "oracle_auc" in result:
         result["best_gap_closed"] = result["models"][best]["gap_closed"]
-        result["goal_gap_closed"] = GOAL_GAP_CLOSED
         result["best_revealed_gap_closed"] = result["models"][best]["revealed_gap_closed"]
+        result.update(_goal(result, world))
     return result
+
+
+def _goal(result: dict[str, Any], world: GeneratorConfig | None) -> dict[str, Any]:
+    """The quality goal for the logs' world and whether the result meets it: the best model's
+    share of the revealed gap, and the order sim > din > emb_mlp by test AUC where all three were
+    trained. `world` None: logs reused from an earlier call, held to the other worlds' goal."""
+    from seqrank.config import load_config
+
+    default_world = world is not None and world == load_config().generator
+    goal = GOAL_REVEALED_DEFAULT_WORLD if default_world else GOAL_REVEALED_OTHER_WORLDS
+    out: dict[str, Any] = {
+        "world": "default" if default_world else ("other" if world is not None else "reused logs"),
+        "goal_revealed_gap_closed": goal,
+        "meets_revealed_goal": bool(result["best_revealed_gap_closed"] >= goal),
+    }
+    models = result["models"]
+    if all(name in models for name in GOAL_ORDER):
+        aucs = [models[name]["auc"] for name in GOAL_ORDER]
+        out["order_" + "_gt_".join(GOAL_ORDER)] = all(a > b for a, b in itertools.pairwise(aucs))
+    return out
 
 
 def _gap_closed(model_auc: float, result: dict[str, Any], ceiling: str = "oracle_auc") -> float:
@@ -225,13 +252,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     parser.add_argument("--seq-len", type=int, default=ModelConfig().seq_len)
     parser.add_argument("--users", type=int, default=GeneratorConfig().users, help="generated users")
+    parser.add_argument("--seed", type=int, default=GeneratorConfig().seed, help="generator seed")
     parser.add_argument("--work", type=Path, help="keep logs and ingest output here (reused when present)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     result = benchmark_quality(
         args.models.split(",") if args.models else None,
-        generator=GeneratorConfig(users=args.users),
+        generator=GeneratorConfig(users=args.users, seed=args.seed),
         inputs=args.input or None,
         fmt=args.format,
         model_cfg=ModelConfig(seq_len=args.seq_len),

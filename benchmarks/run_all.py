@@ -9,7 +9,7 @@ import argparse
 import subprocess
 import sys
 
-BENCHMARKS = ("generate", "ingest", "features", "materialize", "train", "serving", "quality")
+BENCHMARKS = ("generate", "ingest", "validate", "features", "materialize", "train", "serving", "quality")
 
 
 def main() -> None:

@@ -332,7 +332,8 @@ class ServeConfig(_Section):
         ge=1,
         le=64,
         description="cores the activation unit of a request may use while no other request is being "
-        "scored in its process (ONNX Runtime); None: the machine's cores divided among the workers. "
+        "scored in its process (ONNX Runtime); None: the cores the process may use (affinity and "
+        "container CPU limit) divided among the workers. "
         "Under load each request keeps to one (docs/serving.md)",
     )
     runtime: Literal["onnxruntime", "torch"] = Field(

@@ -20,12 +20,14 @@ requests run side by side instead of contending for the same cores.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -260,9 +262,37 @@ def prepare(model: CtrModel, runtime: Runtime, cores: int = 1) -> int:
     return built
 
 
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: its CPU affinity, capped by the cgroup's CPU quota (a
+    container's CPU limit, such as a KServe replica's `serve.cpu`, which the node's core count
+    does not show), at least one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cpu_quota(cgroup)
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
+
+
+def _cpu_quota(cgroup: Path) -> float | None:
+    """CPUs the cgroup's quota allows (cgroup v2 `cpu.max`, else v1 `cpu.cfs_quota_us`), None
+    when there is no quota or no such file."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+
+
 def default_unit_cores(workers: int) -> int:
-    """The machine's cores shared among the service's worker processes, at least one each."""
-    return max(1, (os.cpu_count() or 1) // workers)
+    """The cores this process may use shared among the service's worker processes, at least one
+    each."""
+    return max(1, usable_cores() // workers)
 
 
 class CoreShare:

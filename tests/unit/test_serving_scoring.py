@@ -362,3 +362,28 @@ def test_a_tower_with_a_layer_the_graph_does_not_know_stays_on_pytorch():
     with torch.inference_mode():
         torch.testing.assert_close(runtime.tower(mlp, x), mlp(x), rtol=0, atol=0)
     runtime.prepare(model, "torch")
+
+
+def test_usable_cores_follow_the_containers_cpu_limit(tmp_path):
+    # A replica limited to 2 CPUs on a 64-core node must not give a request 64 threads.
+    import os
+
+    from serving import runtime
+
+    affinity = len(os.sched_getaffinity(0))
+    assert runtime.usable_cores(tmp_path / "none") == affinity  # no cgroup files: affinity
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert runtime.usable_cores(v2) == affinity  # no quota
+    (v2 / "cpu.max").write_text("50000 100000\n")
+    assert runtime.usable_cores(v2) == 1  # half a CPU: still one
+    (v2 / "cpu.max").write_text(f"{150000 * affinity} 100000\n")
+    assert runtime.usable_cores(v2) == affinity  # a quota above the affinity: the affinity
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert runtime.usable_cores(v1.parent) == affinity
+    (v1 / "cpu.cfs_quota_us").write_text("100000\n")
+    assert runtime.usable_cores(v1.parent) == 1
