@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seqrank.config import ServeConfig
 from seqrank.schema import PAD
-from serving import events, runtime
+from serving import events, runtime, scoring
 from serving.bundle import Bundle, load_bundle
 from serving.events import EventsRequest, EventsResponse, authorize
 from serving.features import ItemTable, OnlineFeatures
@@ -284,7 +284,7 @@ class Service:
 
     def _serve_bundle(self, bundle: Bundle) -> None:
         # Sessions first: a request that sees the new bundle finds its runtime ready.
-        runtime.prepare(bundle.model, self.cfg.runtime, self.cores.cores)
+        scoring.prepare(bundle.model, self.cfg.runtime, self.cores.cores)
         self.bundle = bundle
         self.metrics.serving(bundle.model.spec.name, bundle.model_version)
         n_items = max(len(bundle.item_category), bundle.vocab_sizes.get("item", 0))

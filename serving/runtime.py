@@ -174,7 +174,8 @@ class TowerSession:
                 out_width, last = layer.out_features, f"h{i}"
             elif isinstance(layer, Dice):
                 norm = layer.norm
-                assert norm.running_mean is not None and norm.running_var is not None  # tracked
+                if norm.running_mean is None or norm.running_var is None:
+                    raise ValueError("tower Dice without running statistics: no eval-mode graph")
                 scale = torch.rsqrt(norm.running_var + norm.eps)
                 constants[f"s{i}"] = _constant(scale)
                 constants[f"t{i}"] = _constant(-norm.running_mean * scale)
@@ -227,10 +228,11 @@ def tower(mlp: MLP, x: torch.Tensor) -> torch.Tensor:
     return session.forward(x) if isinstance(session, TowerSession) else mlp(x)
 
 
-def prepare(model: CtrModel, runtime: Runtime, cores: int = 1) -> int:
-    """Build sessions for `model`'s sigmoid activation units and its MLP tower (`model.mlp`)
-    (runtime "onnxruntime"), or drop them ("torch"); how many modules got them. `cores`: the
-    most a request in flight alone may use. Float32 models only: the graphs are float32."""
+def prepare(model: CtrModel, runtime: Runtime, cores: int = 1, tower: bool = False) -> int:
+    """Build sessions for `model`'s sigmoid activation units and, with `tower` (its scorer reads
+    the tower through `runtime.tower`), its MLP tower `model.mlp` (runtime "onnxruntime"), or drop
+    them ("torch"); how many modules got them. `cores`: the most a request in flight alone may
+    use. Float32 models only: the graphs are float32."""
     units = [m for m in model.modules() if isinstance(m, TargetAttention)]
     mlp = getattr(model, "mlp", None)
     towers = [mlp] if isinstance(mlp, MLP) else []
@@ -244,7 +246,7 @@ def prepare(model: CtrModel, runtime: Runtime, cores: int = 1) -> int:
             continue
         _SESSIONS[unit] = UnitSession(unit, cores)
         built += 1
-    for mlp in towers:
+    for mlp in towers if tower else []:
         if any(p.dtype != torch.float32 for p in mlp.parameters()) or mlp.training:
             continue
         try:
@@ -257,7 +259,7 @@ def prepare(model: CtrModel, runtime: Runtime, cores: int = 1) -> int:
         "%s: %d of %d activation units and towers on ONNX Runtime",
         model.spec.name,
         built,
-        len(units) + len(towers),
+        len(units) + (len(towers) if tower else 0),
     )
     return built
 

@@ -264,6 +264,12 @@ def scorer_for(model: CtrModel) -> Callable[[CtrModel, RequestInputs], torch.Ten
     return None
 
 
+def prepare(model: CtrModel, name: runtime.Runtime, cores: int = 1) -> int:
+    """`runtime.prepare` for the served model: its activation units, and its MLP tower when its
+    request-shaped scorer runs the tower (`runtime.tower`); how many modules got sessions."""
+    return runtime.prepare(model, name, cores, tower=scorer_for(model) is not None)
+
+
 def logits(model: CtrModel, inputs: RequestInputs, fast: bool = True) -> torch.Tensor:
     """The model's logits (B,) for `inputs`: the request-shaped scorer when there is one and
     `fast`, else `model.forward` on the expanded batch. Call under torch.inference_mode()."""

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from serving import scoring
 from serving.scoring import RequestInputs, _history_keys, expand_batch, logits, scorer_for
 from training.models import ModelSpec, build_model
 
@@ -197,8 +198,8 @@ def test_onnxruntime_scores_equal_pytorchs(name):
     inputs = _inputs(seed=11, history=16, candidates=60)
     with torch.inference_mode():
         eager = torch.sigmoid(logits(model, inputs)).numpy()
-        # DIN's unit or SIM's short-term unit, and the MLP tower.
-        assert runtime.prepare(model, "onnxruntime") == 2
+        # DIN's unit or SIM's short-term unit, and the MLP tower their scorers run.
+        assert scoring.prepare(model, "onnxruntime") == 2
         assert runtime.session_of(model.attention if name == "din" else model.short_attention) is not None
         assert isinstance(runtime._SESSIONS.get(model.mlp), runtime.TowerSession)
         served = torch.sigmoid(logits(model, inputs)).numpy()
@@ -230,7 +231,7 @@ def test_a_request_scored_alone_on_two_cores_gets_the_same_scores_bit_for_bit(na
     model = _model(name)
     inputs = _inputs(seed=5, history=16, candidates=300)  # 300 × 14 real behaviors ≥ MIN_PARALLEL_PAIRS
     with torch.inference_mode():
-        assert runtime.prepare(model, "onnxruntime", cores=2) == 2
+        assert scoring.prepare(model, "onnxruntime", cores=2) == 2
         unit = model.attention if name == "din" else model.short_attention
         session = runtime.session_of(unit)
         assert session is not None and session.sessions.parallel is not None
@@ -357,7 +358,7 @@ def test_a_tower_with_a_layer_the_graph_does_not_know_stays_on_pytorch():
         runtime.TowerSession(mlp)
     model = _model("din")
     model.mlp = mlp
-    assert runtime.prepare(model, "onnxruntime") == 1  # the unit only
+    assert runtime.prepare(model, "onnxruntime", tower=True) == 1  # the unit only
     x = torch.randn(5, 8)
     with torch.inference_mode():
         torch.testing.assert_close(runtime.tower(mlp, x), mlp(x), rtol=0, atol=0)
@@ -387,3 +388,14 @@ def test_usable_cores_follow_the_containers_cpu_limit(tmp_path):
     assert runtime.usable_cores(v1.parent) == affinity
     (v1 / "cpu.cfs_quota_us").write_text("100000\n")
     assert runtime.usable_cores(v1.parent) == 1
+
+
+def test_only_a_scorer_that_runs_the_tower_gets_its_session():
+    # DIEN scores through its own forward, which never asks serving.runtime for the tower.
+    from serving import runtime
+
+    model = _model("dien")
+    assert scorer_for(model) is None
+    scoring.prepare(model, "onnxruntime")
+    assert model.mlp not in runtime._SESSIONS
+    runtime.prepare(model, "torch")
