@@ -331,10 +331,10 @@ class ServeConfig(_Section):
         None,
         ge=1,
         le=64,
-        description="cores the activation unit of a request may use while no other request is being "
-        "scored in its process (ONNX Runtime); None: the cores the process may use (affinity and "
-        "container CPU limit) divided among the workers. "
-        "Under load each request keeps to one (docs/serving.md)",
+        description="cores the ONNX Runtime graphs of a request (activation units, MLP tower) may use "
+        "while it is the only request in flight in its process; None: the cores the process may use "
+        "(affinity and container CPU limit) divided among the workers. Under load each request keeps "
+        "to one (docs/serving.md)",
     )
     runtime: Literal["onnxruntime", "torch"] = Field(
         "onnxruntime",
