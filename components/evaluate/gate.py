@@ -304,14 +304,16 @@ def time_models(cfg: PipelineConfig, models: dict[str, CtrModel]) -> dict[str, T
     when there is one), timed in this process.
 
     Requests alternate between the models, so load from anything else on the machine falls on
-    both alike; torch runs with the service's thread count (serve.torch_threads). A challenger over
+    both alike; each model runs on the service's runtime (serve.runtime: its ONNX Runtime
+    sessions, one thread each, as a request under load) and torch with the service's thread count
+    (serve.torch_threads). A challenger over
     the budget is timed again, up to `gate.latency_rounds` rounds, and each model keeps its best
     round: load from elsewhere only ever adds time, so one busy moment does not reject a model,
     while a model that is slow in every round still fails.
     """
     import torch
 
-    from serving.scoring import sigmoid_scores
+    from serving.scoring import prepare, sigmoid_scores
 
     gate = cfg.gate
     requests = {
@@ -320,6 +322,7 @@ def time_models(cfg: PipelineConfig, models: dict[str, CtrModel]) -> dict[str, T
     }
     for model in models.values():
         model.eval()
+        prepare(model, cfg.serve.runtime)
     best: dict[str, tuple[float, float]] = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.serve.torch_threads)
@@ -343,6 +346,8 @@ def time_models(cfg: PipelineConfig, models: dict[str, CtrModel]) -> dict[str, T
             )
     finally:
         torch.set_num_threads(threads)
+        for model in models.values():
+            prepare(model, "torch")  # the sessions were for the timing only
     return {name: Timing(p50, p99, rounds) for name, (p50, p99) in best.items()}
 
 

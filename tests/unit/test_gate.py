@@ -147,3 +147,26 @@ def test_a_latency_breach_is_timed_again_and_each_model_keeps_its_best_round() -
     decision = decide(GateConfig(floor=0.0, latency_budget_ms=1e-6), challenger, None)
     assert not decision.promote
     assert "best of 3 rounds" in decision.reason
+
+
+def test_latency_is_timed_on_the_services_runtime_and_leaves_the_models_as_they_were(monkeypatch) -> None:
+    from components.evaluate.gate import time_models
+    from seqrank.config import from_dict
+    from serving import runtime
+
+    models = {"challenger": _small_din()}
+    calls = []
+    served = runtime.UnitSession.scores
+
+    def counted(self, query, kernel):
+        calls.append(query.shape[0])
+        return served(self, query, kernel)
+
+    monkeypatch.setattr(runtime.UnitSession, "scores", counted)
+    gate = {"latency_requests": 20, "latency_rounds": 1, "latency_candidates": 30, "latency_history": 40}
+    time_models(from_dict({"gate": gate}), models)
+    assert calls and set(calls) == {30}  # every timed request went through ONNX Runtime
+    assert runtime.session_of(models["challenger"].attention) is None  # sessions dropped after
+    calls.clear()
+    time_models(from_dict({"gate": gate, "serve": {"runtime": "torch"}}), models)
+    assert calls == []
