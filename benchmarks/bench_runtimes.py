@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -100,16 +99,17 @@ def benchmark_runtimes(
     from serving import runtime
 
     kernel_3d = t["kernel"].view(dim + 1, history, -1).permute(1, 2, 0).contiguous()  # (L', H₁, D+1)
-    served = runtime.UnitSession(unit, cores=os.cpu_count() or 1)
+    cores = runtime.usable_cores()
+    served = runtime.UnitSession(unit, cores=cores)
     with torch.inference_mode():
         out = served.scores(t["query"], kernel_3d)
         result["onnxruntime"] = {
             "ms": _timed(lambda: served.scores(t["query"], kernel_3d), repeats),
             "max_diff": float((out - reference).abs().max()),
         }
-        with runtime.CoreShare(os.cpu_count() or 1).request():
+        with runtime.CoreShare(cores).request():
             result["onnxruntime_alone"] = {
-                "cores": os.cpu_count(),
+                "cores": cores,
                 "ms": _timed(lambda: served.scores(t["query"], kernel_3d), repeats),
             }
     result["eager_ms_after"] = _timed(lambda: eager(t["query"], t["kernel"]), repeats)  # drift check

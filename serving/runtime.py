@@ -75,7 +75,6 @@ class _Sessions:
 
         self.one = session(1)
         self.parallel = session(cores) if cores > 1 else None
-        self.cores = cores
         self.min_parallel = min_parallel
         self.output = graph.output[0].name
 
@@ -228,25 +227,26 @@ def tower(mlp: MLP, x: torch.Tensor) -> torch.Tensor:
     return session.forward(x) if isinstance(session, TowerSession) else mlp(x)
 
 
-def prepare(model: CtrModel, runtime: Runtime, cores: int = 1, tower: bool = False) -> int:
-    """Build sessions for `model`'s sigmoid activation units and, with `tower` (its scorer reads
-    the tower through `runtime.tower`), its MLP tower `model.mlp` (runtime "onnxruntime"), or drop
-    them ("torch"); how many modules got them. `cores`: the most a request in flight alone may
-    use. Float32 models only: the graphs are float32."""
+def prepare(model: CtrModel, runtime: Runtime, cores: int = 1, with_tower: bool = False) -> int:
+    """Build sessions for `model`'s sigmoid activation units and, `with_tower` (its scorer reads
+    the tower through `tower`), its MLP tower `model.mlp` (runtime "onnxruntime"), or drop them
+    ("torch"); how many modules got them. `cores`: the most a request in flight alone may use.
+    Float32 models only: the graphs are float32."""
     units = [m for m in model.modules() if isinstance(m, TargetAttention)]
     mlp = getattr(model, "mlp", None)
     towers = [mlp] if isinstance(mlp, MLP) else []
     for module in [*units, *towers]:
-        _SESSIONS.pop(module, None)
+        _SESSIONS.pop(module, None)  # a tower's too: an earlier call may have built it
     if runtime == "torch":
         return 0
+    towers = towers if with_tower else []
     built = 0
     for unit in units:
         if unit.activation != "sigmoid" or unit.first.weight.dtype != torch.float32:
             continue
         _SESSIONS[unit] = UnitSession(unit, cores)
         built += 1
-    for mlp in towers if tower else []:
+    for mlp in towers:
         if any(p.dtype != torch.float32 for p in mlp.parameters()) or mlp.training:
             continue
         try:
@@ -259,7 +259,7 @@ def prepare(model: CtrModel, runtime: Runtime, cores: int = 1, tower: bool = Fal
         "%s: %d of %d activation units and towers on ONNX Runtime",
         model.spec.name,
         built,
-        len(units) + (len(towers) if tower else 0),
+        len(units) + len(towers),
     )
     return built
 

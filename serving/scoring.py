@@ -267,7 +267,7 @@ def scorer_for(model: CtrModel) -> Callable[[CtrModel, RequestInputs], torch.Ten
 def prepare(model: CtrModel, name: runtime.Runtime, cores: int = 1) -> int:
     """`runtime.prepare` for the served model: its activation units, and its MLP tower when its
     request-shaped scorer runs the tower (`runtime.tower`); how many modules got sessions."""
-    return runtime.prepare(model, name, cores, tower=scorer_for(model) is not None)
+    return runtime.prepare(model, name, cores, with_tower=scorer_for(model) is not None)
 
 
 def logits(model: CtrModel, inputs: RequestInputs, fast: bool = True) -> torch.Tensor:

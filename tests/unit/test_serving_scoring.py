@@ -358,7 +358,7 @@ def test_a_tower_with_a_layer_the_graph_does_not_know_stays_on_pytorch():
         runtime.TowerSession(mlp)
     model = _model("din")
     model.mlp = mlp
-    assert runtime.prepare(model, "onnxruntime", tower=True) == 1  # the unit only
+    assert runtime.prepare(model, "onnxruntime", with_tower=True) == 1  # the unit only
     x = torch.randn(5, 8)
     with torch.inference_mode():
         torch.testing.assert_close(runtime.tower(mlp, x), mlp(x), rtol=0, atol=0)
