@@ -106,7 +106,9 @@ def build_tables(
             if source in tables.OPTIONAL_SOURCE_DIRS and not (ingest_dir / source).exists():
                 log.warning("%s: no %s/ in %s; the views stay empty", views, source, ingest_dir)
                 continue
-            for batch in tables.scan(ingest_dir / source, schema, cfg.materialize_chunk_users):
+            reads = [tables.READS.get(view) for view in views]
+            columns = None if None in reads else tuple({c for r in reads if r for c in r})
+            for batch in tables.scan(ingest_dir / source, schema, cfg.materialize_chunk_users, columns):
                 for view in views:
                     out = transforms[view](batch)
                     writers[view].write_batch(out)

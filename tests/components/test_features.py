@@ -302,3 +302,22 @@ def test_redis_store_config_loads_as_repo_config(tmp_path):
     assert config.online_store.connection_string == "redis-master:6379,db=0"
     assert config.registry.path == "s3://bucket/feast/registry.db"
     assert config.offline_store.type == "file"
+
+
+def test_scan_reads_only_the_columns_asked_and_still_checks_the_whole_schema(tmp_path):
+    from components.features import tables
+    from seqrank.schema import BEHAVIORS
+
+    ingest_dir = make_ingest_dir(tmp_path / "ingest")
+    behaviors = ingest_dir / "behaviors"
+    used = tables.READS["user_behavior"]
+    full = pa.Table.from_batches(list(tables.scan(behaviors, BEHAVIORS, 1_000)))
+    part = pa.Table.from_batches(list(tables.scan(behaviors, BEHAVIORS, 1_000, used)))
+    assert part.schema.names == [name for name in BEHAVIORS.names if name in used]
+    assert part.equals(full.select(part.schema.names))
+    # A file without a column the sequence tables never read is still not a behaviors/ output.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    pq.write_table(full.drop_columns(["session"]), bad / "part-00000.parquet")
+    with pytest.raises(ValueError, match=r"missing columns \['session'\]"):
+        next(tables.scan(bad, BEHAVIORS, 1_000, used))
