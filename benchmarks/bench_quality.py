@@ -19,6 +19,12 @@ the last session's focus also hint at the latent state.
 
 Each model trains with `training.trainer.fit` (early stopping on valid GAUC) on one ingest of the
 logs; the AUCs are those of the best epoch on the test split.
+
+Where a model falls short of the revealed oracle is broken down by the impressions' latent state
+(the oracle's `latent_state`: the item's category a revealed or not yet revealed long-term interest
+or session focus, or neither): per state its share of the test split, click rate, the model's mean
+logit gap to the revealed oracle, and the AUC the model would gain if its scores there were the
+revealed oracle's (negative where the model beats the revealed oracle, e.g. by reading the slate).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from seqrank.config import GeneratorConfig, IngestConfig, ModelConfig, TrainConfig
-from seqrank.schema import SPLITS
+from seqrank.schema import LATENT_STATES, SPLITS
 from training.ingest_data import Examples, IngestData, load_ingest
 from training.metrics import auc, gauc
 
@@ -68,17 +74,55 @@ ORACLE_COLUMNS = ("p_click", "p_click_last50", "p_click_revealed")
 def oracle_scores(ingest_dir: Path, oracle_file: Path) -> dict[str, np.ndarray] | None:
     """The generator's click probabilities of each test impression, joined on event_id, by column:
     `p_click` (the truth), `p_click_last50` (what the user's last 50 behaviors reveal) and
-    `p_click_revealed` (what the whole history reveals of both latent terms). None when a test
+    `p_click_revealed` (what the whole history reveals of both latent terms), and `latent_state`
+    (strings) when the oracle file has it (logs from older generators do not). None when a test
     impression has no oracle row."""
     examples = pq.read_table(ingest_dir / "examples", columns=["event_id", "split"])
     test_ids = pc.filter(examples.column("event_id"), pc.equal(examples.column("split"), "test"))
-    oracle = pq.read_table(oracle_file, columns=["event_id", *ORACLE_COLUMNS])
+    columns = [
+        name for name in (*ORACLE_COLUMNS, "latent_state") if name in pq.read_schema(oracle_file).names
+    ]
+    oracle = pq.read_table(oracle_file, columns=["event_id", *columns])
     where = pc.index_in(test_ids, value_set=oracle.column("event_id"))
     if where.null_count:
         log.warning("%d test impressions have no oracle row; no oracle reported", where.null_count)
         return None
     rows = where.to_numpy()
-    return {column: oracle.column(column).to_numpy()[rows] for column in ORACLE_COLUMNS}
+    return {column: oracle.column(column).to_numpy(zero_copy_only=False)[rows] for column in columns}
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def gap_by_latent_state(
+    labels: np.ndarray, probs: np.ndarray, revealed: np.ndarray, latent: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """Where a model's test scores fall short of the revealed oracle, per latent state (N rows).
+
+    The oracle's logits are first put on the model's scale (least squares over all rows), so a
+    model that is the oracle up to an affine map shows no gap. Per state present: `share` of the
+    rows, `click_rate`, `mean_logit_gap` (model − oracle on that scale: below 0, the model rates
+    those impressions lower than what the logs reveal), and `auc_gain_if_revealed`, the model's
+    AUC over all rows with its scores in that state replaced by the oracle's, minus its own.
+    """
+    model, ceiling = _logit(probs), _logit(revealed)
+    slope, intercept = np.polyfit(ceiling, model, 1)
+    mapped = slope * ceiling + intercept
+    own = auc(labels, model)
+    out: dict[str, dict[str, float]] = {}
+    for state in LATENT_STATES:
+        rows = latent == state
+        if not rows.any():
+            continue
+        out[state] = {
+            "share": round(float(rows.mean()), 4),
+            "click_rate": round(float(labels[rows].mean()), 4),
+            "mean_logit_gap": round(float((model - mapped)[rows].mean()), 3),
+            "auc_gain_if_revealed": round(auc(labels, np.where(rows, mapped, model)) - own, 4),
+        }
+    return out
 
 
 def _scores(users: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -178,6 +222,10 @@ def benchmark_quality(
                 entry["revealed_gap_closed"] = round(
                     _gap_closed(entry["auc"], result, "oracle_revealed_auc"), 3
                 )
+                if "latent_state" in oracle and fitted.test_probs is not None:
+                    entry["gap_by_latent_state"] = gap_by_latent_state(
+                        test.label, fitted.test_probs, oracle["p_click_revealed"], oracle["latent_state"]
+                    )
             result["models"][name] = entry
             log.info("%s: %s", name, entry)
     best = max(result["models"], key=lambda n: result["models"][n]["auc"])
@@ -241,6 +289,20 @@ def table(result: dict[str, Any]) -> str:
             f"| {name} | {m['auc']} | {m['gauc']} | {m.get('gap_closed', '')} "
             f"| {m.get('revealed_gap_closed', '')} | {m['seconds']} |"
         )
+    best = result["models"].get(result.get("best_model"), {})
+    if "gap_by_latent_state" in best:
+        lines += [
+            "",
+            f"{result['best_model']} against the revealed oracle, by latent state:",
+            "",
+            "| latent state | share | click rate | mean logit gap | AUC gain if revealed |",
+            "|---|---|---|---|---|",
+        ]
+        for state, cell in best["gap_by_latent_state"].items():
+            lines.append(
+                f"| {state} | {cell['share']} | {cell['click_rate']} | {cell['mean_logit_gap']} "
+                f"| {cell['auc_gain_if_revealed']} |"
+            )
     return "\n".join(lines)
 
 

@@ -134,8 +134,15 @@ ORACLE = pa.schema(
         pa.field("p_click_last50", pa.float64(), nullable=False),
         pa.field("p_click_revealed", pa.float64(), nullable=False),
         pa.field("clicked", pa.int8(), nullable=False),
+        # The impression's latent state, one of LATENT_STATES (what the revealed oracle keeps of it).
+        pa.field("latent_state", pa.string(), nullable=False),
     ]
 )
+# ORACLE.latent_state: whether the item's category is one of the user's long-term interests or the
+# session's focus, and whether the logs have revealed it by then (long-term: the history holds a
+# behavior in the category; focus: this session does). A long-term category that is also the focus
+# counts as long-term.
+LATENT_STATES = ("long_term_seen", "long_term_unseen", "focus_seen", "focus_unseen", "neither")
 
 # Online sequence features (Feast `user_behavior` view), in the same dense indices as training.
 SEQUENCE_FEATURES = {

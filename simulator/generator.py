@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from seqrank.config import GeneratorConfig
-from seqrank.schema import EVENT_TYPES, ORACLE, RAW_EVENT, RAW_ITEMS, RAW_USERS
+from seqrank.schema import EVENT_TYPES, LATENT_STATES, ORACLE, RAW_EVENT, RAW_ITEMS, RAW_USERS
 from seqrank.storage import atomic_dir, write_json, write_table
 from training.metrics import auc as roc_auc
 
@@ -621,9 +621,14 @@ def simulate(cfg: GeneratorConfig, progress: bool = False) -> Simulation:
         p_history = _sigmoid(logit_short + W_LONG_TERM * (o_lt & seen_ever))
         hidden_focus = o_focus & ~seen_in_session
         p_revealed = _sigmoid(logit_short - W_FOCUS * hidden_focus + W_LONG_TERM * (o_lt & seen_ever))
+        latent = np.select(
+            [o_lt & seen_ever, o_lt, o_focus & seen_in_session, o_focus],
+            [LATENT_STATES.index(name) for name in LATENT_STATES[:4]],
+            LATENT_STATES.index("neither"),
+        )
         stages.done(_STAGES[4])
 
-        events, oracle, users, items = _tables(cfg, usr, cat, imp, tl, imp_rows, p_last50, p_revealed)
+        events, oracle, users, items = _tables(cfg, usr, cat, imp, tl, imp_rows, p_last50, p_revealed, latent)
         summary = _summary(cfg, usr, imp, tl, hist, oracle, imp_rows, hist_end, seen_last50, p_history)
         stages.done(_STAGES[5])
     return Simulation(
@@ -649,6 +654,7 @@ def _tables(
     imp_rows: np.ndarray,
     p_last50: np.ndarray,
     p_revealed: np.ndarray,
+    latent: np.ndarray,
 ) -> tuple[pa.Table, pa.Table, pa.Table, pa.Table]:
     user_names = _ids("u", np.arange(cfg.users))
     item_names = _ids("i", np.arange(cfg.items))
@@ -682,6 +688,7 @@ def _tables(
             "p_click_last50": pa.array(p_last50, pa.float64()),
             "p_click_revealed": pa.array(p_revealed, pa.float64()),
             "clicked": pa.array(imp.clicked[o_src].astype(np.int8), pa.int8()),
+            "latent_state": pa.array(LATENT_STATES, pa.string()).take(pa.array(latent)),
         },
         schema=ORACLE,
     )

@@ -40,9 +40,15 @@ def test_quality_bench_scores_models_between_popularity_and_oracle(tmp_path: Pat
     assert result["world"] == "other" and result["goal_revealed_gap_closed"] == 0.95
     assert result["meets_revealed_goal"] == (model["revealed_gap_closed"] >= 0.95)
     assert "order_sim_gt_din_gt_emb_mlp" not in result  # only emb_mlp trained
+    # Where the model falls short of the revealed oracle, by the generator's latent state.
+    cells = model["gap_by_latent_state"]
+    assert set(cells) <= {"long_term_seen", "long_term_unseen", "focus_seen", "focus_unseen", "neither"}
+    assert {"neither", "focus_seen"} <= set(cells)
+    assert sum(cell["share"] for cell in cells.values()) == pytest.approx(1.0, abs=1e-3)
     rendered = table(result)
     assert "| oracle |" in rendered and "| emb_mlp |" in rendered
     assert "| oracle from what the history reveals |" in rendered
+    assert "| latent state |" in rendered and "| neither |" in rendered
 
     # A second call reuses the generated logs and the ingest output in `work`.
     (tmp_path / "ingest" / "marker").write_text("kept")
@@ -77,3 +83,27 @@ def test_the_goal_is_the_revealed_gap_with_sim_over_din_over_emb_mlp() -> None:
     other = _goal(result(0.74, 0.72, 0.70, 0.96), default.model_copy(update={"seed": 8}))
     assert other["world"] == "other" and other["goal_revealed_gap_closed"] == 0.95
     assert other["meets_revealed_goal"]
+
+
+def test_the_gap_by_latent_state_shows_where_the_model_departs_from_the_revealed_oracle() -> None:
+    import numpy as np
+
+    from benchmarks.bench_quality import gap_by_latent_state
+
+    rng = np.random.default_rng(0)
+    n = 40_000
+    latent = rng.choice(np.array(["long_term_seen", "focus_unseen", "neither"]), n, p=[0.1, 0.2, 0.7])
+    logit = rng.normal(-2.5, 1.0, n) + 3.0 * (latent == "long_term_seen")
+    revealed = 1 / (1 + np.exp(-logit))
+    labels = (rng.random(n) < revealed).astype(np.int8)
+    # The model is the oracle on an affine scale, but knows nothing of the long-term interests.
+    model = 0.5 * (logit - 3.0 * (latent == "long_term_seen")) + 0.2
+    cells = gap_by_latent_state(labels, 1 / (1 + np.exp(-model)), revealed, latent)
+    assert list(cells) == ["long_term_seen", "focus_unseen", "neither"]  # LATENT_STATES order
+    assert cells["long_term_seen"]["share"] == pytest.approx(0.1, abs=0.01)
+    assert cells["long_term_seen"]["click_rate"] > cells["neither"]["click_rate"]
+    assert cells["long_term_seen"]["mean_logit_gap"] < -0.5
+    assert cells["long_term_seen"]["auc_gain_if_revealed"] > 0.01
+    # Where it ranks as the oracle does, replacing its scores changes little.
+    for state in ("focus_unseen", "neither"):
+        assert abs(cells[state]["auc_gain_if_revealed"]) < cells["long_term_seen"]["auc_gain_if_revealed"] / 3

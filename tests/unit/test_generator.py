@@ -249,9 +249,10 @@ def test_p_click_last50_matches_a_brute_force_replay(medium) -> None:
         assert (o.at[row, "p_click_last50"] < o.at[row, "p_click"]) == hidden
 
 
-def test_p_click_revealed_matches_a_brute_force_replay(medium) -> None:
+def test_p_click_revealed_and_latent_state_match_a_brute_force_replay(medium) -> None:
     # The revealed oracle drops the focus term until the session holds a behavior in the focus
-    # category, and the long-term term until the whole history holds one in that category.
+    # category, and the long-term term until the whole history holds one in that category; the
+    # latent state names which of them the impression's category is and whether it shows yet.
     events = medium.events.to_pandas()
     events["session"] = medium.event_session
     behaviors = events[events["event_type"] != "impression"]
@@ -266,7 +267,7 @@ def test_p_click_revealed_matches_a_brute_force_replay(medium) -> None:
     rows = np.concatenate(
         [rng.choice(len(o), 300, replace=False), rng.choice(focus_rows, 300, replace=False)]
     )
-    kinds = set()
+    kinds, states = set(), set()
     for row in rows:
         user, ts = o.at[row, "user_id"], o.at[row, "ts"]
         hist = by_user.get(user, behaviors.iloc[:0])
@@ -277,7 +278,16 @@ def test_p_click_revealed_matches_a_brute_force_replay(medium) -> None:
         hidden_lt = cat[row] in lt and cat[row] not in set(before["category_id"])
         assert dropped[row] == pytest.approx(W_FOCUS * hidden_focus + W_LONG_TERM * hidden_lt, abs=1e-6)
         kinds.add((hidden_focus, hidden_lt))
+        if cat[row] in lt:
+            state = "long_term_unseen" if hidden_lt else "long_term_seen"
+        elif cat[row] == f"c{medium.focus[row]}":
+            state = "focus_unseen" if hidden_focus else "focus_seen"
+        else:
+            state = "neither"
+        assert o.at[row, "latent_state"] == state
+        states.add(state)
     assert {(True, False), (False, False)} <= kinds
+    assert {"long_term_seen", "focus_seen", "focus_unseen", "neither"} <= states
     s = medium.summary
     assert s["oracle_revealed_auc"] < s["oracle_history_auc"]
 
