@@ -540,29 +540,64 @@ class RedisBulk:
         return b"seqrank:held:" + self.project + b":" + view.encode()
 
     def write(self, view: str, rows: Rows, hold: bool = True) -> None:
-        from google.protobuf.timestamp_pb2 import Timestamp
+        from feature_repo.encoding import timestamps  # (encoding imports this module)
 
         if not len(rows):
             return
         ts_field = f"_ts:{view}".encode()
-        fields = {name: self._field(view, name) for name in rows.values}
-        seconds, micros = np.divmod(rows.stamps_us, 1_000_000)
-        with self.client.pipeline(transaction=False) as pipe:
-            for r, key in enumerate(rows.keys):
-                # What Feast's Timestamp.FromDatetime gives for the row's (UTC) event time.
-                stamp = Timestamp(seconds=int(seconds[r]), nanos=int(micros[r]) * 1000)
-                mapping = {ts_field: stamp.SerializeToString()}
-                for name, field in fields.items():
-                    value = rows.values[name][r]
-                    # redis-py takes bytes, not bytearrays; a memoryview it would send with a
-                    # socket write of its own, where bytes under 6 KB join the command's buffer.
-                    mapping[field] = bytes(value) if isinstance(value, bytearray) else value
-                pipe.hset(key + self.project, mapping=mapping)
-            # After the rows: a write cut short leaves rows without holdings (rewritten next run),
-            # never holdings for rows that are not there.
-            if hold:
-                pipe.hset(self._held_hash(view), mapping=dict(zip(rows.keys, rows.digests, strict=True)))
-            pipe.execute()
+        fields = [(self._field(view, name), rows.values[name]) for name in rows.values]
+        commands: list[list[Any]] = []
+        # Each stamp as Feast's Timestamp.FromDatetime gives the row's (UTC) event time.
+        for r, (key, stamp) in enumerate(zip(rows.keys, timestamps(rows.stamps_us), strict=True)):
+            command = [b"HSET", key + self.project, ts_field, stamp]
+            for field, values in fields:
+                # redis-py takes bytes, not bytearrays (a memoryview it would send with a socket
+                # write of its own, where bytes under 6 KB join the command's buffer).
+                value = values[r]
+                command += (field, bytes(value) if isinstance(value, bytearray) else value)
+            commands.append(command)
+        self._send(commands)
+        # Once every row is in: a write cut short, or one row refused, leaves rows without
+        # holdings (rewritten next run), never holdings for rows that are not there.
+        if hold:
+            held = itertools.chain.from_iterable(zip(rows.keys, rows.digests, strict=True))
+            self._send([[b"HSET", self._held_hash(view), *held]])
+
+    def _send(self, commands: list[list[Any]]) -> None:
+        """Run `commands` in order, as one pipeline, and raise the first error reply once all
+        have run (Redis runs every command of a pipeline, the refused one aside).
+
+        On a plain Redis (and Sentinel's master) they are packed and written at once on one
+        connection of the client's pool, and the replies read after, as Redis' mass-insertion
+        advice has it: redis-py's pipeline builds each HSET through its command methods and
+        parses every reply in Python, ~10 µs a row of which the Redis server's own work is a
+        fraction. A cluster client goes through its pipeline, which routes keys to their nodes.
+        """
+        import redis
+
+        if not isinstance(self.client, redis.Redis):
+            with self.client.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                pipe.execute()
+            return
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            error = None
+            for _ in commands:  # every reply is read, so the connection goes back clean
+                try:
+                    conn.read_response()
+                except redis.ResponseError as exc:
+                    error = error or exc
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: the next user reconnects
+            raise
+        finally:
+            pool.release(conn)
+        if error is not None:
+            raise error
 
     def delete(self, view: str, keys: Sequence[bytes]) -> None:
         if not keys:

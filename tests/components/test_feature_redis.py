@@ -110,3 +110,82 @@ def test_incremental_run_and_push_on_redis(stores):
     np.testing.assert_array_equal(
         on_redis.user_sequence(4)["seq_item"], on_sqlite.user_sequence(4)["seq_item"]
     )
+
+
+def _hashes(url: str, db: int) -> dict[bytes, dict[bytes, bytes]]:
+    """Every Feast hash in Redis database `db` (the holdings hashes left out), field by field."""
+    import redis
+
+    host, port = url.split(":")
+    client = redis.Redis(host=host, port=int(port), db=db)
+    keys = [k for k in client.scan_iter(count=1_000) if not k.startswith(b"seqrank:held:")]
+    return {key: client.hgetall(key) for key in keys}
+
+
+def test_bulk_hashes_are_byte_identical_to_feast_ingestion(redis_url, tmp_path):
+    """The features step's Redis writes (commands packed and sent at once) leave exactly the hashes
+    Feast's own DataFrame ingestion leaves, in two databases of the same server."""
+    import pyarrow as pa
+    from feast import FeatureStore
+
+    from components import features
+    from components.features import core, online
+    from feature_repo import VIEWS, definitions, table_path, write_store_config
+
+    ingest = make_ingest_dir(tmp_path / "ingest")
+    ours = FeastStoreConfig(online_store="redis", redis_connection=f"{redis_url},db=1")
+    features.run(ingest, tmp_path / "ours", CFG, store_cfg=ours)
+
+    theirs = FeastStoreConfig(online_store="redis", redis_connection=f"{redis_url},db=2")
+    reference = tmp_path / "reference"
+    features.build_tables(ingest, reference / core.DATA_DIR, CFG)
+    write_store_config(reference, CFG.project, theirs)
+    store = FeatureStore(repo_path=str(reference))
+    store.apply(definitions(reference / core.DATA_DIR, CFG))
+    for view in VIEWS:
+        path = table_path(reference / core.DATA_DIR, view)
+        if view in core.SNAPSHOT_VIEWS:
+            batches = core._latest_per_entity(path, core.SNAPSHOT_VIEWS[view], CFG.materialize_chunk_users)
+        else:
+            batches = online.read_bounded(path, CFG.materialize_chunk_users)
+        for batch in batches:
+            store.write_to_online_store(view, df=pa.Table.from_batches([batch]).to_pandas())
+
+    got, want = _hashes(redis_url, 1), _hashes(redis_url, 2)
+    assert len(got) >= N_USERS and got == want
+
+
+def test_a_command_redis_refuses_fails_the_write_and_leaves_the_connection_usable(redis_url, tmp_path):
+    import pyarrow.parquet as pq
+    import redis
+    from feast import FeatureStore
+
+    from components import features
+    from feature_repo import table_path
+    from feature_repo.bulk import PUSHED, open_bulk
+    from feature_repo.encoding import batch_rows
+
+    store_cfg = FeastStoreConfig(online_store="redis", redis_connection=f"{redis_url},db=3")
+    ingest = make_ingest_dir(tmp_path / "ingest")
+    features.run(ingest, tmp_path / "feast", CFG, store_cfg=store_cfg)
+    bulk = open_bulk(FeatureStore(repo_path=str(tmp_path / "feast")))
+    host, port = redis_url.split(":")
+    client = redis.Redis(host=host, port=int(port), db=3)
+    # One row's hash key holds a string: its HSET gets a WRONGTYPE error reply.
+    batch = pq.read_table(table_path(tmp_path / "feast" / "data", "user_profile")).to_batches()[0]
+    rows = batch_rows("user_profile", batch)
+    victim = rows.keys[1] + bulk.project  # type: ignore[attr-defined]
+    client.delete(victim)
+    client.set(victim, b"not a hash")
+    bulk.hold("user_profile", rows.keys[:2], PUSHED)  # as if pushed since: the next write rewrites them
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        bulk.write("user_profile", rows)
+    # The rows around the refused one are written, but the write records no holdings: the next
+    # run writes its rows again.
+    assert client.hexists(rows.keys[0] + bulk.project, b"_ts:user_profile")  # type: ignore[attr-defined]
+    assert bulk.held("user_profile", rows.keys[:2]) == [PUSHED, PUSHED]
+    # Every reply was read: the next write on the pool's connection gets its own replies.
+    client.delete(victim)
+    bulk.write("user_profile", rows)
+    assert client.hexists(victim, b"_ts:user_profile")
+    assert bulk.held("user_profile", rows.keys[:2]) == rows.digests[:2]

@@ -29,3 +29,34 @@ def test_scalar_columns_encode_as_the_proto_class_and_feasts_text(field, offset)
     encoded = value_bytes(column)
     assert [bytes(b) for b in encoded] == expected
     assert value_texts(column) == [extract_text_and_num(Value.FromString(b), False)[0] for b in expected]
+
+
+def test_timestamps_encode_as_the_proto_class_from_the_datetime():
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from feature_repo.encoding import timestamps
+
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    stamps_us = np.array(
+        [
+            0,
+            1,
+            999_999,
+            1_000_000,
+            1_767_227_266_813_000,
+            1_767_227_266_000_000,
+            -1,
+            -1_000_000,
+            -86_400_123_456,
+        ]
+    )
+    expected = []
+    for us in stamps_us.tolist():
+        stamp = Timestamp()
+        stamp.FromDatetime(epoch + timedelta(microseconds=us))  # what Feast's Redis store writes
+        expected.append(stamp.SerializeToString())
+    assert timestamps(stamps_us) == expected
+    assert timestamps(np.empty(0, dtype=np.int64)) == []
