@@ -14,38 +14,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers.feature_store import CFG, N_CATEGORIES, make_ingest_dir, online_rows
+from tests.helpers.feature_store import CFG, N_CATEGORIES, feast_ingested_store, make_ingest_dir, online_rows
 
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict, list[tuple[str, int]]]:
     """The same tables written online twice: by the features step, and batch by batch via Feast's
     `write_to_online_store` (DataFrame ingestion) into a second store."""
-    from feast import FeatureStore
-
     from components import features
-    from components.features import core, online
-    from feature_repo import VIEWS, definitions, table_path, write_store_config
 
     root = tmp_path_factory.mktemp("online_write")
     ingest = make_ingest_dir(root / "ingest")
     ours = root / "ours"
     chunks: list[tuple[str, int]] = []
     summary = features.run(ingest, ours, CFG, on_chunk=lambda stage, rows: chunks.append((stage, rows)))
-
-    reference = root / "reference"
-    features.build_tables(ingest, reference / core.DATA_DIR, CFG)
-    write_store_config(reference, CFG.project)
-    store = FeatureStore(repo_path=str(reference))
-    store.apply(definitions(reference / core.DATA_DIR, CFG))
-    for view in VIEWS:
-        path = table_path(reference / core.DATA_DIR, view)
-        if view in core.SNAPSHOT_VIEWS:
-            batches = core._latest_per_entity(path, core.SNAPSHOT_VIEWS[view], CFG.materialize_chunk_users)
-        else:
-            batches = online.read_bounded(path, CFG.materialize_chunk_users)
-        for batch in batches:
-            store.write_to_online_store(view, df=pa.Table.from_batches([batch]).to_pandas())
+    reference = feast_ingested_store(ingest, root / "reference")
     return ours, reference, summary, chunks
 
 

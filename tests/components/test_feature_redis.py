@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from seqrank.config import FeastStoreConfig
-from tests.helpers.feature_store import CFG, GONE, GROWN, N_CATEGORIES, N_USERS, make_ingest_dir, next_day
+from tests.helpers.feature_store import (
+    CFG,
+    GONE,
+    GROWN,
+    N_CATEGORIES,
+    N_USERS,
+    feast_ingested_store,
+    make_ingest_dir,
+    next_day,
+)
 
 pytestmark = [
     pytest.mark.redis,
@@ -125,31 +134,13 @@ def _hashes(url: str, db: int) -> dict[bytes, dict[bytes, bytes]]:
 def test_bulk_hashes_are_byte_identical_to_feast_ingestion(redis_url, tmp_path):
     """The features step's Redis writes (commands packed and sent at once) leave exactly the hashes
     Feast's own DataFrame ingestion leaves, in two databases of the same server."""
-    import pyarrow as pa
-    from feast import FeatureStore
-
     from components import features
-    from components.features import core, online
-    from feature_repo import VIEWS, definitions, table_path, write_store_config
 
     ingest = make_ingest_dir(tmp_path / "ingest")
     ours = FeastStoreConfig(online_store="redis", redis_connection=f"{redis_url},db=1")
     features.run(ingest, tmp_path / "ours", CFG, store_cfg=ours)
-
     theirs = FeastStoreConfig(online_store="redis", redis_connection=f"{redis_url},db=2")
-    reference = tmp_path / "reference"
-    features.build_tables(ingest, reference / core.DATA_DIR, CFG)
-    write_store_config(reference, CFG.project, theirs)
-    store = FeatureStore(repo_path=str(reference))
-    store.apply(definitions(reference / core.DATA_DIR, CFG))
-    for view in VIEWS:
-        path = table_path(reference / core.DATA_DIR, view)
-        if view in core.SNAPSHOT_VIEWS:
-            batches = core._latest_per_entity(path, core.SNAPSHOT_VIEWS[view], CFG.materialize_chunk_users)
-        else:
-            batches = online.read_bounded(path, CFG.materialize_chunk_users)
-        for batch in batches:
-            store.write_to_online_store(view, df=pa.Table.from_batches([batch]).to_pandas())
+    feast_ingested_store(ingest, tmp_path / "reference", theirs)
 
     got, want = _hashes(redis_url, 1), _hashes(redis_url, 2)
     assert len(got) >= N_USERS and got == want

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seqrank.config import FeatureConfig
+from seqrank.config import FeastStoreConfig, FeatureConfig
 from seqrank.schema import BEHAVIORS, ITEM_STATS, ITEMS, USERS, VOCAB, VOCAB_ENTITIES
 
 N_USERS = 12
@@ -159,3 +159,28 @@ def online_rows(feast_dir: Path, view: str) -> list[tuple]:
             f'SELECT entity_key, feature_name, value, value_text, event_ts FROM "{CFG.project}_{view}" '
             "ORDER BY entity_key, feature_name"
         ).fetchall()
+
+
+def feast_ingested_store(ingest: Path, feast_dir: Path, store_cfg: FeastStoreConfig | None = None) -> Path:
+    """A Feast repo at `feast_dir` over `ingest`'s feature tables, its online store filled batch
+    by batch through Feast's own `write_to_online_store` (DataFrame ingestion): the reference the
+    features step's bulk writes are compared with."""
+    from feast import FeatureStore
+
+    from components import features
+    from components.features import core, online
+    from feature_repo import VIEWS, definitions, table_path, write_store_config
+
+    features.build_tables(ingest, feast_dir / core.DATA_DIR, CFG)
+    write_store_config(feast_dir, CFG.project, store_cfg)
+    store = FeatureStore(repo_path=str(feast_dir))
+    store.apply(definitions(feast_dir / core.DATA_DIR, CFG))
+    for view in VIEWS:
+        path = table_path(feast_dir / core.DATA_DIR, view)
+        if view in core.SNAPSHOT_VIEWS:
+            batches = core._latest_per_entity(path, core.SNAPSHOT_VIEWS[view], CFG.materialize_chunk_users)
+        else:
+            batches = online.read_bounded(path, CFG.materialize_chunk_users)
+        for batch in batches:
+            store.write_to_online_store(view, df=pa.Table.from_batches([batch]).to_pandas())
+    return feast_dir
