@@ -158,7 +158,7 @@ def benchmark_materialize(
         "online_seconds": summary["online_seconds"],
         "child_wall_s": round(wall, 1),
         # CPU of the step's process (all its threads) during the run; a Redis store's server
-        # shares this machine's cores, and its CPU over the child is reported beside it.
+        # shares this machine's cores, and its CPU during the same run is reported beside it.
         "features_step_cpu_s": child["cpu_s"],
         **({"redis_server_cpu_s": child["server_cpu_s"]} if store == "redis" else {}),
         "rows": summary["rows"],

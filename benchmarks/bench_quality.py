@@ -79,9 +79,8 @@ def oracle_scores(ingest_dir: Path, oracle_file: Path) -> dict[str, np.ndarray] 
     impression has no oracle row."""
     examples = pq.read_table(ingest_dir / "examples", columns=["event_id", "split"])
     test_ids = pc.filter(examples.column("event_id"), pc.equal(examples.column("split"), "test"))
-    columns = [
-        name for name in (*ORACLE_COLUMNS, "latent_state") if name in pq.read_schema(oracle_file).names
-    ]
+    present = set(pq.read_schema(oracle_file).names)
+    columns = [name for name in (*ORACLE_COLUMNS, "latent_state") if name in present]
     oracle = pq.read_table(oracle_file, columns=["event_id", *columns])
     where = pc.index_in(test_ids, value_set=oracle.column("event_id"))
     if where.null_count:

@@ -621,9 +621,16 @@ def simulate(cfg: GeneratorConfig, progress: bool = False) -> Simulation:
         p_history = _sigmoid(logit_short + W_LONG_TERM * (o_lt & seen_ever))
         hidden_focus = o_focus & ~seen_in_session
         p_revealed = _sigmoid(logit_short - W_FOCUS * hidden_focus + W_LONG_TERM * (o_lt & seen_ever))
+        # The first state that holds (a long-term category that is also the focus is long-term).
+        states = {
+            "long_term_seen": o_lt & seen_ever,
+            "long_term_unseen": o_lt,
+            "focus_seen": o_focus & seen_in_session,
+            "focus_unseen": o_focus,
+        }
         latent = np.select(
-            [o_lt & seen_ever, o_lt, o_focus & seen_in_session, o_focus],
-            [LATENT_STATES.index(name) for name in LATENT_STATES[:4]],
+            list(states.values()),
+            [LATENT_STATES.index(name) for name in states],
             LATENT_STATES.index("neither"),
         )
         stages.done(_STAGES[4])
