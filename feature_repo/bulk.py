@@ -7,12 +7,14 @@ is one transaction of multi-row INSERTs (SQLite) or one pipeline of HSETs (Redis
 field hashes and value encodings are exactly Feast's (tests compare them byte for byte with
 Feast's own ingestion), so Feast's API and CLI read what is written here.
 
-Beside the views, the store records what it holds: per view, entity key -> an 8-byte digest of
-the row written (a "holdings" table in the SQLite file, a hash in Redis). The features step
-compares a row's digest with the held one and writes only rows that changed, so an incremental
-run works on whichever store it is given (a staged copy carries its holdings with it). A content
-digest, unlike a newest-timestamp watermark, also catches late events that change a row without
-advancing its time. Pushes record `PUSHED`, so the next run rewrites those rows from offline data.
+An incremental run writes only the rows whose content changed (`Bulk.changed`), so it works on
+whichever store it is given (a staged copy included). The SQLite store is its own record: a row's
+stored values and event time are compared with the new row's, byte for byte, so nothing is kept
+beside Feast's tables. Redis keeps, per view, entity key -> an 8-byte digest of the row written
+(a hash beside Feast's): reading its rows back would cost a round trip per key. Either catches
+late events that change a row without advancing its time, unlike a newest-timestamp watermark.
+Pushes mark their rows `PUSHED` in Redis's holdings (on SQLite their content differs from the
+offline row already), so the next run rewrites them from offline data.
 
 Notation: R rows in a batch.
 """
@@ -20,6 +22,7 @@ Notation: R rows in a batch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import operator
@@ -114,17 +117,24 @@ class Rows:
 
     `values[feature][r]` is the serialized `Value` proto, `texts[feature][r]` what Feast's SQLite
     store keeps in `value_text` (the scalar as text, None for lists), `stamps_us` (R,) int64 event
-    times in epoch µs, `digests[r]` the row's content digest.
+    times in epoch µs, `digests[r]` the row's content digest, computed when first asked for
+    (only Redis's holdings use them).
     """
 
     keys: list[bytes]
     values: dict[str, list[Blob]]
     texts: dict[str, list[str | None]]
     stamps_us: np.ndarray
-    digests: list[bytes]
+    _digests: list[bytes] | None = dataclasses.field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    @property
+    def digests(self) -> list[bytes]:
+        if self._digests is None:
+            self._digests = digests(self.values, self.stamps_us)
+        return self._digests
 
     def take(self, index: Sequence[int]) -> Rows:
         """The rows at positions `index`, in that order."""
@@ -133,30 +143,32 @@ class Rows:
             {name: [v[i] for i in index] for name, v in self.values.items()},
             {name: [t[i] for i in index] for name, t in self.texts.items()},
             self.stamps_us[np.asarray(index, dtype=np.int64)],
-            [self.digests[i] for i in index],
+            None if self._digests is None else [self._digests[i] for i in index],
         )
 
 
 class Bulk(Protocol):
-    """Bulk access to one Feast online store: rows of a view in, and the view's holdings."""
+    """Bulk access to one Feast online store: rows of a view in, and what the store holds of it."""
 
     def write(self, view: str, rows: Rows, hold: bool = True) -> None:
-        """Upsert `rows` of `view` (last write wins) and record their digests when `hold`."""
+        """Upsert `rows` of `view` (last write wins); `hold`: record them as the run's own (Redis
+        records their digests; a SQLite row is its own record)."""
 
     def delete(self, view: str, keys: Sequence[bytes]) -> None:
-        """Remove the rows of `view` at `keys` and what the holdings say of them, together."""
+        """Remove the rows of `view` at `keys` and whatever the store records of them, together."""
 
-    def held(self, view: str, keys: Sequence[bytes]) -> list[bytes | None]:
-        """The digest held for each key (None when the store records none)."""
+    def changed(self, view: str, rows: Rows) -> list[int]:
+        """Positions of the `rows` the store does not hold as they are (absent or different)."""
 
     def hold(self, view: str, keys: Sequence[bytes], digest: bytes) -> None:
-        """Record `digest` for `keys` (a push marks its rows with PUSHED)."""
+        """Record `digest` for `keys` where the store keeps digests (a push marks its rows PUSHED,
+        so the next run rewrites them)."""
 
     def held_count(self, view: str) -> int:
-        """How many rows of `view` the holdings record."""
+        """How many rows (entity keys) of `view` the store holds."""
 
     def held_keys(self, view: str) -> Iterator[list[bytes]]:
-        """Every held key of `view`, in pages."""
+        """Every entity key of `view` the store holds, in pages."""
 
     def begin_run(self) -> None:
         """A materialization run starts: tables empty at their first write may be bulk-loaded
@@ -285,6 +297,7 @@ class SqliteBulk:
         # of log; `flush` folds the rest in at the end of a run.
         self.conn.execute(f"PRAGMA wal_autocheckpoint={64 * 2**20 // _page_size(self.conn)}")
         self._lock = threading.Lock()
+        self._drop_holdings_tables()
         self._load: dict[str, bool] = {}
         self._run = False
         self._load_tx = False  # a bulk load's transaction is open (see _load_write)
@@ -367,8 +380,15 @@ class SqliteBulk:
     def _table(self, view: str) -> str:
         return f'"{self.project}_{view}"'
 
-    def _held_table(self, view: str) -> str:
-        return f'"{self.project}_{view}__held"'
+    def _drop_holdings_tables(self) -> None:
+        """Remove the digest tables (`<project>_<view>__held`) that earlier versions kept beside
+        Feast's tables: a SQLite row is now its own record, and nothing reads them."""
+        tables = self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        names = [
+            name for (name,) in tables if name.startswith(f"{self.project}_") and name.endswith("__held")
+        ]
+        for name in names:
+            self.conn.execute(f'DROP TABLE IF EXISTS "{name}"')
 
     @contextlib.contextmanager
     def _transaction(self, load: bool = False) -> Iterator[sqlite3.Connection]:
@@ -394,12 +414,6 @@ class SqliteBulk:
             elif self._load_bytes >= _LOAD_COMMIT_BYTES and not self._first_load:
                 self.conn.execute("COMMIT")
                 self._load_tx = False
-
-    def _ensure_held(self, conn: sqlite3.Connection, view: str) -> None:
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {self._held_table(view)} "
-            "(entity_key BLOB PRIMARY KEY, digest BLOB NOT NULL) WITHOUT ROWID"
-        )
 
     def write(self, view: str, rows: Rows, hold: bool = True) -> None:
         if not len(rows):
@@ -440,14 +454,6 @@ class SqliteBulk:
                 "(?, ?, ?, NULL, ?, NULL)" if no_texts else "(?, ?, ?, ?, ?, NULL)",
                 itertools.chain.from_iterable(zip(*per_feature, strict=True)),
             )
-            if hold:
-                self._ensure_held(conn, view)
-                _insert_rows(
-                    conn,
-                    f"INSERT OR REPLACE INTO {self._held_table(view)} VALUES {{values}}",
-                    "(?, ?)",
-                    zip(keys, map(bytearray, _pick(rows.digests, order)), strict=True),
-                )
             if loading:
                 self._load_bytes += sum(sum(map(len, values)) for values in rows.values.values())
 
@@ -455,54 +461,54 @@ class SqliteBulk:
         if not keys:
             return
         with self._transaction() as conn:
-            self._ensure_held(conn, view)
             for part in _chunks(keys, _SQL_VARS):
                 marks = ",".join("?" * len(part))
                 conn.execute(f"DELETE FROM {self._table(view)} WHERE entity_key IN ({marks})", part)
-                conn.execute(f"DELETE FROM {self._held_table(view)} WHERE entity_key IN ({marks})", part)
 
-    def held(self, view: str, keys: Sequence[bytes]) -> list[bytes | None]:
-        found: dict[bytes, bytes] = {}
+    def changed(self, view: str, rows: Rows) -> list[int]:
+        """Rows whose stored values or event time differ from theirs, or that are not stored:
+        the store's rows are compared as Feast reads them (value bytes and event seconds), so no
+        record of what was written is kept beside Feast's tables. Features the rows do not have
+        are not compared."""
+        stored: dict[bytes, tuple[int, dict[str, bytes]]] = {}
         with self._lock:
-            if not self._has_held(view):
-                return [None] * len(keys)
-            for part in _chunks(keys, _SQL_VARS):
-                marks = ",".join("?" * len(part))
-                found.update(
-                    self.conn.execute(
-                        f"SELECT entity_key, digest FROM {self._held_table(view)} WHERE entity_key IN ({marks})",
-                        part,
-                    ).fetchall()
+            for part in _chunks(rows.keys, _SQL_VARS):
+                found = self.conn.execute(
+                    f"SELECT entity_key, feature_name, value, event_ts FROM {self._table(view)} "
+                    f"WHERE entity_key IN ({','.join('?' * len(part))})",
+                    part,
                 )
-        return [found.get(k) for k in keys]
+                for key, feature, value, seconds in found:
+                    stored.setdefault(key, (seconds, {}))[1][feature] = value
+        names = sorted(rows.values)
+        columns = [rows.values[name] for name in names]
+        seconds = _sqlite_seconds(rows.stamps_us)
+        out = []
+        for r, key in enumerate(rows.keys):
+            held = stored.get(key)
+            if (
+                held is None
+                or held[0] != seconds[r]
+                or any(held[1].get(name) != column[r] for name, column in zip(names, columns, strict=True))
+            ):
+                out.append(r)
+        return out
 
     def hold(self, view: str, keys: Sequence[bytes], digest: bytes) -> None:
-        with self._transaction() as conn:
-            self._ensure_held(conn, view)
-            conn.executemany(
-                f"INSERT OR REPLACE INTO {self._held_table(view)} VALUES (?, ?)", ((k, digest) for k in keys)
-            )
-
-    def _has_held(self, view: str) -> bool:
-        name = f"{self.project}_{view}__held"
-        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-        return self.conn.execute(query, (name,)).fetchone() is not None
+        """Nothing to record: a row's content is its own record (a pushed row differs from the
+        offline one, so the next run rewrites it)."""
 
     def held_count(self, view: str) -> int:
         with self._lock:
-            if not self._has_held(view):
-                return 0
-            return int(self.conn.execute(f"SELECT COUNT(*) FROM {self._held_table(view)}").fetchone()[0])
+            query = f"SELECT COUNT(DISTINCT entity_key) FROM {self._table(view)}"
+            return int(self.conn.execute(query).fetchone()[0])
 
     def held_keys(self, view: str) -> Iterator[list[bytes]]:
-        with self._lock:
-            if not self._has_held(view):
-                return
         last = b""
         while True:
             with self._lock:
                 page = self.conn.execute(
-                    f"SELECT entity_key FROM {self._held_table(view)} WHERE entity_key > ? "
+                    f"SELECT DISTINCT entity_key FROM {self._table(view)} WHERE entity_key > ? "
                     "ORDER BY entity_key LIMIT ?",
                     (last, _HELD_SCAN),
                 ).fetchall()
@@ -615,7 +621,13 @@ class RedisBulk:
 
         return [self._field(view, name) for name in feature_names(view)]
 
+    def changed(self, view: str, rows: Rows) -> list[int]:
+        """Rows whose digest differs from the one held (or that have none)."""
+        held = self.held(view, rows.keys)
+        return [r for r, (h, d) in enumerate(zip(held, rows.digests, strict=True)) if h != d]
+
     def held(self, view: str, keys: Sequence[bytes]) -> list[bytes | None]:
+        """The digest held for each key, None where there is none."""
         if not keys:
             return []
         out: list[bytes | None] = []

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from feature_repo.bulk import Blob, Rows, digests, entity_keys
+from feature_repo.bulk import Blob, Rows, entity_keys
 from feature_repo.contracts import JOIN_KEYS, TIMESTAMP_FIELD, feature_names
 
 
@@ -317,7 +317,8 @@ def value_texts(column: pa.Array) -> list[str | None]:
 
 
 def batch_rows(view: str, batch: pa.RecordBatch) -> Rows:
-    """R rows of `view`'s feature table as a bulk write takes them: keys, values, texts, times, digests."""
+    """R rows of `view`'s feature table as a bulk write takes them: keys, values, texts, times (and
+    digests, computed when a store that keeps them asks)."""
     keys = entity_keys(JOIN_KEYS[view], [batch.column(k).to_numpy() for k in JOIN_KEYS[view]])
     values: dict[str, list[Blob]] = {}
     texts: dict[str, list[str | None]] = {}
@@ -327,4 +328,4 @@ def batch_rows(view: str, batch: pa.RecordBatch) -> Rows:
         texts[name] = value_texts(column)
     stamps = batch.column(TIMESTAMP_FIELD).cast(pa.timestamp("us", tz="UTC"))
     stamps_us = stamps.cast(pa.int64()).to_numpy()
-    return Rows(keys, values, texts, stamps_us, digests(values, stamps_us))
+    return Rows(keys, values, texts, stamps_us)

@@ -160,8 +160,9 @@ def push_behaviors(
 
         # Written in bulk, not through `store.push`: Feast's Redis write drops a row whose event
         # time is not newer than the stored one, which a late behavior's merged row is (its stamp
-        # stays the newest held). Holdings mark the rows PUSHED, so the next run rewrites them
-        # from its offline data and offline and online agree again.
+        # stays the newest held). The next run rewrites them from its offline data, so offline and
+        # online agree again: on SQLite their content differs from the offline rows', and Redis's
+        # holdings mark them PUSHED.
         bulk = open_bulk(store)
         for view, rows in ((USER_BEHAVIOR, user_rows), (USER_CATEGORY_BEHAVIOR, pair_rows)):
             encoded = batch_rows(view, pa.RecordBatch.from_pylist(rows, schema=TABLE_SCHEMAS[view]))

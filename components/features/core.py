@@ -217,7 +217,7 @@ def run(
     so memory stays flat however many users there are. Profiles and item statistics are synced
     from their tables after. `on_chunk(stage, rows)` is called after every batch.
 
-    The online store is synced, not refilled: where it records what it holds (any store a run wrote
+    The online store is synced, not refilled: where it holds rows already (any store a run wrote
     before, a staged copy of a live one included), only rows whose content changed are written and
     rows the tables no longer have are deleted, so it ends equal to a full rebuild. Users idle longer
     than `cfg.idle_ttl_days` before the newest behavior are left out of (evicted from) the sequence

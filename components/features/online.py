@@ -1,9 +1,9 @@
 """Sync feature-table record batches into a Feast online store: write changed rows, drop stale ones.
 
 Rows are serialized straight from Arrow (feature_repo.encoding) and written in bulk in Feast's own
-layout (feature_repo.bulk), so Feast's API and CLI read them. When the store already records what
-it holds, only rows whose content digest differs are written, and held rows the input no longer
-has (users gone, or idle past the TTL) are deleted: after a sync the view equals a full rebuild.
+layout (feature_repo.bulk), so Feast's API and CLI read them. When the store already holds rows of
+the view, only rows whose content differs are written (`Bulk.changed`), and held rows the input no
+longer has (users gone, or idle past the TTL) are deleted: after a sync the view equals a full rebuild.
 
 Notation: R rows in a batch.
 """
@@ -135,8 +135,8 @@ class Writer:
 class Sync:
     """Brings `view` in the online store to exactly the rows given to `add`, once `finish` runs.
 
-    With `incremental` (the store records what it holds for the view) digests are compared and
-    only changed rows written, and `finish` deletes held rows no batch had. Otherwise every row
+    With `incremental` (the store holds rows of the view) only rows whose content changed are
+    written, and `finish` deletes held rows no batch had. Otherwise every row
     is written and nothing is read back (a new store). With a `writer`, rows are written through
     it (overlapped with the next batch's work), else directly.
     """
@@ -163,8 +163,7 @@ class Sync:
                 counts.seen.append(_hashes(rows.keys))
                 if self.writer is not None:
                     self.writer.wait()  # reads see every earlier write
-                held = self.bulk.held(self.view, rows.keys)
-                changed = [r for r, (h, d) in enumerate(zip(held, rows.digests, strict=True)) if h != d]
+                changed = self.bulk.changed(self.view, rows)
                 counts.unchanged += len(rows) - len(changed)
                 rows = rows.take(changed) if len(changed) < len(rows) else rows
             if self.writer is not None:
